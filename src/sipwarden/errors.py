@@ -46,7 +46,8 @@ class RemoteProtocolError(ProtocolError):
     problem was found, ``rule`` names the grammar rule or RFC requirement that
     was broken, and ``status_hint`` is the response a server should answer
     with (400 unless the RFC asks for something more specific, e.g. 505 for an
-    unsupported version or 513 for a message that is too large).
+    unsupported version or 513 for a message that is too large). ``header``
+    names the header field whose value broke the rule, when there is one.
     """
 
     def __init__(
@@ -56,13 +57,16 @@ class RemoteProtocolError(ProtocolError):
         rule: str,
         offset: int | None = None,
         status_hint: int = 400,
+        header: str | None = None,
     ) -> None:
         where = f" at byte {offset}" if offset is not None else ""
-        super().__init__(f"{message}{where} (rule: {rule})")
+        field = f"{header}: " if header else ""
+        super().__init__(f"{field}{message}{where} (rule: {rule})")
         self.reason = message
         self.rule = rule
         self.offset = offset
         self.status_hint = status_hint
+        self.header = header
 
 
 class ConfigError(SipwardenError):

@@ -1,0 +1,434 @@
+"""The ``sipwarden`` command.
+
+The command line is the edge of the program: it is the only place that picks the
+configuration file, applies the command line overrides and sets up logging. Every
+subcommand loads the configuration only when it needs it, so ``--help`` and
+``config example`` work even next to a broken ``sipwarden.toml``.
+
+Exit codes: 0 success, 1 the command ran and found a problem (a subcommand's own
+verdict), 2 the command could not run (usage error, bad configuration, a feature that
+is not built yet, or any other ``SipwardenError``).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, NoReturn
+
+import click
+
+from sipwarden import __version__
+from sipwarden.config import (
+    DEFAULT_CONFIG_FILE,
+    Config,
+    LogConfig,
+    load_config,
+    render_example_config,
+    resolve_config_path,
+)
+from sipwarden.errors import ConfigError, SipwardenError
+from sipwarden.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+
+__all__ = ["cli", "main"]
+
+EXIT_CANNOT_RUN: Final = 2
+"""Exit code when a command cannot run: usage error, bad configuration, not built yet."""
+
+_CONTEXT: Final[dict[str, Any]] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _CannotRun(click.ClickException):
+    """A ``SipwardenError`` or an unavailable feature, shown without a traceback, exit 2."""
+
+    exit_code = EXIT_CANNOT_RUN
+
+    def __init__(self, message: str, *, label: str = "error") -> None:
+        super().__init__(message)
+        self.label = label
+
+    def show(self, file: Any = None) -> None:  # noqa: ANN401 - click's own signature
+        """Print ``sipwarden: <label>: <message>`` to stderr."""
+        click.echo(f"sipwarden: {self.label}: {self.format_message()}", err=True, file=file)
+
+
+class _Group(click.Group):
+    """The root group: turns any ``SipwardenError`` into a clear message and exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:  # noqa: ANN401 - click's own signature
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise _CannotRun(str(exc), label="configuration error") from exc
+        except SipwardenError as exc:
+            raise _CannotRun(str(exc)) from exc
+
+
+@dataclass(slots=True)
+class _State:
+    """What the global options chose; the configuration is loaded on first use."""
+
+    config_path: str | None
+    log_format: str | None
+    log_level: str | None
+    _config: Config | None = field(default=None, init=False)
+
+    def config(self) -> Config:
+        """Load the configuration, apply the command line overrides and set up logging."""
+        if self._config is None:
+            config = load_config(self.config_path)
+            overrides = {
+                key: value
+                for key, value in (("level", self.log_level), ("format", self.log_format))
+                if value is not None
+            }
+            if overrides:
+                # Re-validate rather than copy, so an override is checked like the file.
+                log = LogConfig.model_validate({**config.log.model_dump(), **overrides})
+                config = config.model_copy(update={"log": log})
+            configure_logging(level=config.log.level, fmt=config.log.format)
+            self._config = config
+        return self._config
+
+
+@click.group(
+    cls=_Group,
+    context_settings=_CONTEXT,
+    epilog=(
+        "\b\n"
+        "Start here:\n"
+        "  sipwarden config example > sipwarden.toml   write the commented defaults\n"
+        "  sipwarden monitor --pcap capture.pcap       find attacks in a capture\n"
+        "  sipwarden COMMAND --help                    what a command does, with examples"
+    ),
+)
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    type=click.Path(dir_okay=True, path_type=str),
+    default=None,
+    help=f"TOML configuration file. [default: ./{DEFAULT_CONFIG_FILE} if present, else built-in]",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    help="Log as human-readable text or as JSON lines (overrides log.format).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="Least severe messages to log (overrides log.level).",
+)
+@click.version_option(
+    __version__, "-V", "--version", prog_name="sipwarden", message="%(prog)s %(version)s"
+)
+@click.pass_context
+def cli(
+    ctx: click.Context, config_path: str | None, log_format: str | None, log_level: str | None
+) -> None:
+    """Protect SIP PBXs from scanners, extension enumeration, password cracking, floods
+    and toll fraud.
+
+    sipwarden sits in front of a PBX (Asterisk, FreeSWITCH, FreePBX, 3CX, Kamailio or
+    OpenSIPS platforms) as an in-line SIP firewall, or beside it as a passive monitor of
+    captures and mirrored traffic. Both run the same detection engine, so what the
+    monitor finds in a capture is what the gateway would have blocked.
+
+    \b
+    Global options go before the command:
+      sipwarden --log-format json --config /etc/sipwarden.toml monitor --pcap x.pcap
+    """
+    ctx.obj = _State(
+        config_path=config_path,
+        log_format=log_format,
+        log_level=log_level.lower() if log_level else None,
+    )
+
+
+def _state(ctx: click.Context) -> _State:
+    state = ctx.find_object(_State)
+    if state is None:  # pragma: no cover - every command runs under the root group
+        raise RuntimeError("sipwarden command invoked outside the root group")
+    return state
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+@cli.command(short_help="In-line SIP firewall / SBC in front of the PBX (not built yet).")
+def gateway() -> NoReturn:
+    """In-line SIP firewall and lightweight SBC in front of the PBX. NOT BUILT YET.
+
+    The gateway will sit between the internet and the PBX on the ports of sip.ports:
+    it drops scanners, enforces message format and session state, limits rates and
+    sessions, hides the PBX's topology and applies the fraud policy to each call before
+    it reaches the PBX. Use it when you can put a box (or a container) in the signalling
+    path.
+
+    Until it exists, run the passive monitor on a capture or a mirror port; it runs the
+    same detection engine:
+
+    \b
+      sipwarden monitor --pcap capture.pcap
+    """
+    raise _CannotRun(
+        "the in-line gateway is not built yet. Meanwhile use `sipwarden monitor`, which runs "
+        "the same detection engine passively on captures (see `sipwarden monitor --help`).",
+        label="gateway",
+    )
+
+
+# --------------------------------------------------------------------------- monitor
+
+
+@cli.command(short_help="Passive analysis of SIP traffic: captures (live and HEP later).")
+@click.option(
+    "--pcap",
+    "pcaps",
+    metavar="FILE",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=str),
+    help="Analyse a pcap or pcapng capture file. Repeat for several files.",
+)
+@click.option(
+    "--interface",
+    metavar="IF",
+    default=None,
+    help="Capture live on a network interface, e.g. a mirror port. (Not available yet.)",
+)
+@click.option(
+    "--hep",
+    metavar="ADDR:PORT",
+    default=None,
+    help="Receive a HEP v3 feed (Kamailio, OpenSIPS, FreeSWITCH). (Not available yet.)",
+)
+@click.option(
+    "--json",
+    "json_lines",
+    is_flag=True,
+    help="Write results as JSON lines (one object per line) instead of a readable report.",
+)
+@click.pass_context
+def monitor(
+    ctx: click.Context,
+    pcaps: tuple[str, ...],
+    interface: str | None,
+    hep: str | None,
+    json_lines: bool,
+) -> None:
+    """Passive analysis: find attacks and fraud in SIP traffic without touching it.
+
+    The monitor reads SIP signalling from capture files (and later from a live
+    interface or a HEP feed) and reports scanners, extension enumeration, password
+    cracking, floods and suspicious calls. It never sends a packet, so it is safe to
+    run on a copy of production traffic; run it on a sensor, not on the PBX. Use it to
+    see what is hitting a PBX today, to investigate an incident from a capture, or to
+    test a policy before putting the gateway in line.
+
+    Ports listed in sip.ports are decoded as SIP; with monitor.sniff_any_port (the
+    default) other UDP/TCP payloads that start like SIP are decoded too.
+
+    \b
+    Examples:
+      sipwarden monitor --pcap capture.pcap
+      sipwarden monitor --pcap monday.pcapng --pcap tuesday.pcapng --json > events.jsonl
+      tcpdump -i eth0 -w capture.pcap    (capture first, then analyse the file)
+
+    Exit code 0 when the analysis ran, 2 when it could not (bad option, bad
+    configuration, unreadable capture).
+    """
+    if interface is not None:
+        raise _CannotRun(
+            "--interface: live capture is not available yet. Capture to a file and analyse "
+            f"it: `tcpdump -i {interface} -w capture.pcap`, then "
+            "`sipwarden monitor --pcap capture.pcap`.",
+            label="monitor",
+        )
+    if hep is not None:
+        raise _CannotRun(
+            "--hep: receiving a HEP feed is not available yet. Capture the SIP traffic to a "
+            "pcap file and run `sipwarden monitor --pcap FILE`.",
+            label="monitor",
+        )
+    if not pcaps:
+        raise click.UsageError(
+            "nothing to analyse: give a source, e.g. --pcap capture.pcap "
+            "(--interface and --hep are planned).",
+            ctx=ctx,
+        )
+    config = _state(ctx).config()
+    # Imported here so that `--help` and the other commands do not load the capture code.
+    from sipwarden.monitor.summary import summarize_pcaps  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+    code: int = summarize_pcaps(pcaps, config=config, json_lines=json_lines, out=sys.stdout)
+    ctx.exit(code)
+
+
+# --------------------------------------------------------------------------- audit, rules
+
+
+_PLANNED_AUDITS: Final[dict[str, str]] = {
+    "config": "hardening of Asterisk, FreeSWITCH and Kamailio configuration files",
+    "pcap": "credentials, internal addresses and PBX versions leaking in captures",
+    "passwords": "SIP account passwords a cracker would guess (offline dictionary)",
+    "tls": "certificates, protocol versions and ciphers of the SIP-TLS service",
+    "exposure": "management interfaces (web GUI, AMI, ARI, SSH) reachable from outside",
+    "version": "PBX version against published security advisories",
+    "numbering": "extension numbering that makes enumeration easy",
+}
+
+_PLANNED_RULES: Final[dict[str, str]] = {
+    "nftables": "nftables sets and rules: SIP ports, rate limits, ban sets",
+    "iptables": "iptables/ipset rules for hosts without nftables",
+    "fail2ban": "jails and filters for Asterisk and FreeSWITCH security logs",
+    "acl": "management interface allow-lists (web GUI, AMI, SSH)",
+    "bcp38": "source-address validation (BCP 38) for the edge router",
+}
+
+
+def _planned_epilog(title: str, planned: dict[str, str]) -> str:
+    width = max(len(name) for name in planned) + 2
+    rows = "\n".join(f"  {name:<{width}}{what}" for name, what in planned.items())
+    return f"\b\n{title} (not available yet):\n{rows}"
+
+
+class _PlannedGroup(click.Group):
+    """A group whose subcommands are still being written: a planned name is a clear
+    usage error ("not available yet") rather than click's bare "No such command"."""
+
+    def __init__(self, *args: Any, planned: dict[str, str], **kwargs: Any) -> None:  # noqa: ANN401
+        self.planned = planned
+        super().__init__(*args, **kwargs)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Resolve as usual; a planned but unbuilt name raises a usage error saying so."""
+        name = args[0] if args else ""
+        if self.get_command(ctx, name) is None and name in self.planned:
+            raise click.UsageError(
+                f"{ctx.command_path} {name} ({self.planned[name]}) is planned but not "
+                "available yet.",
+                ctx=ctx,
+            )
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(
+    cls=_PlannedGroup,
+    planned=_PLANNED_AUDITS,
+    short_help="One-shot security checks of a PBX, its configuration and traffic.",
+    epilog=_planned_epilog("Planned checks", _PLANNED_AUDITS),
+)
+def audit() -> None:
+    """One-shot security checks of a PBX, its configuration and its traffic.
+
+    Use it before going live, after a change, or on a schedule: each check reads
+    configuration files, captures or a service, reports findings with what to fix, and
+    exits 1 when it found a problem (0 when clean), so it can gate a deployment.
+
+    No check is available yet; the list below is what is coming. An example of what
+    the commands will look like:
+
+    \b
+      sipwarden audit config /etc/asterisk
+    """
+
+
+@cli.group(
+    cls=_PlannedGroup,
+    planned=_PLANNED_RULES,
+    short_help="Generate host and edge firewall rules (nftables, fail2ban, ...).",
+    epilog=_planned_epilog("Planned generators", _PLANNED_RULES),
+)
+def rules() -> None:
+    """Generate host and edge firewall rules from the configuration.
+
+    Use it to harden the PBX host itself, or the router in front of it, with rules
+    you can review and apply yourself: the output is printed, never applied.
+
+    No generator is available yet; the list below is what is coming. An example of
+    what the commands will look like:
+
+    \b
+      sipwarden rules nftables > /etc/nftables.d/sipwarden.nft
+    """
+
+
+# --------------------------------------------------------------------------- version, config
+
+
+@cli.command(short_help="Print the sipwarden and Python versions.")
+def version() -> None:
+    """Print the sipwarden and Python versions (include them in bug reports).
+
+    \b
+    Example:
+      sipwarden version
+    """
+    click.echo(f"sipwarden {__version__}")
+    click.echo(
+        f"Python {platform.python_version()} ({platform.python_implementation()}, "
+        f"{platform.system() or sys.platform})"
+    )
+
+
+@cli.group(name="config")
+def config_group() -> None:
+    """Write the example configuration, or check a configuration file.
+
+    sipwarden reads ./sipwarden.toml when present (or the file given with --config);
+    without one it runs on built-in defaults. Every key, its meaning and its default are
+    in the example configuration.
+
+    \b
+    Examples:
+      sipwarden config example > sipwarden.toml
+      sipwarden config check sipwarden.toml
+    """
+
+
+@config_group.command()
+def example() -> None:
+    """Print the commented example configuration (all keys, with their defaults).
+
+    \b
+    Example:
+      sipwarden config example > sipwarden.toml
+    """
+    click.echo(render_example_config(), nl=False)
+
+
+@config_group.command()
+@click.argument("path", required=False, type=click.Path(path_type=str))
+@click.pass_context
+def check(ctx: click.Context, path: str | None) -> None:
+    """Check a configuration file: print "OK: PATH" (exit 0) or every problem (exit 2).
+
+    PATH defaults to the global --config, else ./sipwarden.toml. Run it after every edit
+    and before a restart; unknown keys (typos) are reported, not ignored.
+
+    \b
+    Examples:
+      sipwarden config check /etc/sipwarden/sipwarden.toml
+      sipwarden --config /etc/sipwarden/sipwarden.toml config check
+    """
+    chosen = resolve_config_path(path if path is not None else _state(ctx).config_path)
+    if chosen is None:
+        click.echo(
+            f"OK: no {DEFAULT_CONFIG_FILE} in the current directory; the built-in defaults apply "
+            "(see `sipwarden config example`)."
+        )
+        return
+    load_config(chosen)
+    click.echo(f"OK: {click.format_filename(chosen)}")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the ``sipwarden`` command (the console script's entry point)."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="sipwarden")

@@ -1,0 +1,1 @@
+"""I/O edge: capture reading (pcap/pcapng), packet decoding, transports and HEP."""

@@ -1,0 +1,1 @@
+"""Tests of the net room (capture reading, packet decoding)."""
