@@ -263,7 +263,7 @@ def monitor(
         )
     config = _state(ctx).config()
     # Imported here so that `--help` and the other commands do not load the capture code.
-    from sipwarden.monitor.summary import summarize_pcaps  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    from sipwarden.monitor.summary import summarize_pcaps  # noqa: PLC0415
 
     code: int = summarize_pcaps(pcaps, config=config, json_lines=json_lines, out=sys.stdout)
     ctx.exit(code)

@@ -47,7 +47,7 @@ from pydantic_core import ErrorDetails
 
 from sipwarden.errors import ConfigError
 from sipwarden.logs import LogFormat, LogLevel
-from sipwarden.sip.limits import DEFAULT_LIMITS
+from sipwarden.sip.limits import DEFAULT_LIMITS, ParserLimits
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -158,6 +158,14 @@ class ParserConfig(_Section):
             "Longest start line or header line accepted, in bytes; at most max_message_size."
         ),
     )
+
+    def limits(self) -> ParserLimits:
+        """These bounds in the form the SIP parser takes."""
+        return ParserLimits(
+            max_message_size=self.max_message_size,
+            max_header_count=self.max_header_count,
+            max_line_length=self.max_line_length,
+        )
 
     @field_validator("max_line_length")
     @classmethod

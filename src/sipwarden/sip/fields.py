@@ -1,0 +1,555 @@
+"""Typed views of the header fields a SIP firewall reads, and the full grammar check.
+
+Each ``parse_*`` function takes a message's :class:`~.headers.Headers` and
+returns the typed value of one header (``None`` or an empty list when the
+header is absent), raising :class:`~sipwarden.errors.RemoteProtocolError`
+when its value breaks the grammar. :class:`~.message.Message` exposes them as
+cached properties. ``headers.strict`` selects strict or lenient parsing of
+URIs and name-addrs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from sipwarden.errors import RemoteProtocolError
+
+from .abnf import CALL_ID, DIGITS, TOKEN, TOKEN_CHARS
+from .headers import Headers, split_list
+from .uri import NameAddr, SipUri, parse_name_addr, parse_uri
+
+if TYPE_CHECKING:
+    from .message import Message
+
+__all__ = [
+    "CSeq",
+    "MediaType",
+    "Via",
+    "message_errors",
+    "parse_via",
+    "validate_message",
+]
+
+_MAX_CSEQ = 2**31 - 1  # RFC 3261 8.1.1.5: "MUST be less than 2**31"
+_MAX_DELTA_SECONDS = 2**32 - 1  # RFC 3261 25.1 delta-seconds, 32-bit by 20.19/20.33
+_MAX_VIA_PARAMS = 32
+
+# -- generic parameters (RFC 3261 25.1 generic-param, via-params) ----------------
+
+# SEMI = SWS ";" SWS; EQUAL = SWS "=" SWS; gen-value = token / host / quoted-string.
+# The value class is wider than token so received=IPv6 and maddr=[v6] match.
+_PARAM = re.compile(
+    rf'[ \t]*;[ \t]*([{TOKEN_CHARS}]+)(?:[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[{TOKEN_CHARS}:\[\]]+))?'
+)
+
+
+def parse_params(text: str, *, rule: str) -> tuple[tuple[str, str | None], ...]:
+    """Parse ``;name=value;flag`` into pairs (names as written, values unquoted no further)."""
+    params: list[tuple[str, str | None]] = []
+    position = 0
+    end = len(text)
+    while position < end:
+        match = _PARAM.match(text, position)
+        if match is None or len(params) >= _MAX_VIA_PARAMS:
+            raise RemoteProtocolError(
+                "malformed or too many parameters (empty ';' or a bad name or value)",
+                rule=rule,
+                offset=position,
+            )
+        params.append((match.group(1), match.group(2)))
+        position = match.end()
+    return tuple(params)
+
+
+def _param(params: tuple[tuple[str, str | None], ...], name: str) -> str | None:
+    for key, value in params:
+        if key.lower() == name:
+            return value if value is not None else ""
+    return None
+
+
+# -- Via (RFC 3261 20.42) ------------------------------------------------------------
+
+_TOKEN_RE = f"[{TOKEN_CHARS}]+"
+# via-parm = sent-protocol LWS sent-by *( SEMI via-params ), SLASH = SWS "/" SWS
+_VIA = re.compile(
+    rf"({_TOKEN_RE})[ \t]*/[ \t]*({_TOKEN_RE})[ \t]*/[ \t]*({_TOKEN_RE})[ \t]+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(.*)",
+    re.DOTALL,
+)
+
+
+class Via:
+    """One via-parm: ``SIP/2.0/UDP host:port;branch=...;received=...;rport``."""
+
+    __slots__ = ("host", "params", "port", "protocol", "raw", "transport", "version")
+
+    def __init__(
+        self,
+        *,
+        protocol: str,
+        version: str,
+        transport: str,
+        host: str,
+        port: int | None,
+        params: tuple[tuple[str, str | None], ...],
+        raw: str,
+    ) -> None:
+        self.protocol = protocol
+        self.version = version
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
+        self.raw = raw
+
+    def param(self, name: str) -> str | None:
+        """A parameter's value; ``""`` for a flag (``;rport``), ``None`` when absent."""
+        return _param(self.params, name.lower())
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.param("received")
+
+    @property
+    def rport(self) -> str | None:
+        return self.param("rport")
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.raw
+
+    def __repr__(self) -> str:
+        return f"<Via {self.raw}>"
+
+
+def parse_via(value: str) -> Via:
+    """Parse one via-parm (one element of a Via list)."""
+    match = _VIA.fullmatch(value)
+    if match is None:
+        raise RemoteProtocolError(
+            "not sent-protocol LWS sent-by", rule="RFC 3261 25.1 via-parm", offset=0
+        )
+    protocol, version, transport, host, port_text, rest = match.groups()
+    port = int(port_text) if port_text is not None else None
+    if port is not None and port > 65535:
+        raise RemoteProtocolError(
+            f"port {port} out of range", rule="RFC 3261 25.1 sent-by port", offset=match.start(5)
+        )
+    try:
+        params = parse_params(rest, rule="RFC 3261 25.1 via-params")
+    except RemoteProtocolError as error:
+        raise _shifted(error, match.start(6)) from None
+    return Via(
+        protocol=protocol,
+        version=version,
+        transport=transport.upper(),
+        host=host,
+        port=port,
+        params=params,
+        raw=value,
+    )
+
+
+def parse_via_headers(headers: Headers) -> list[Via]:
+    return [parse_via(element) for element in headers.values("via")]
+
+
+# -- CSeq, Call-ID, scalars ------------------------------------------------------------
+
+_CSEQ = re.compile(rf"([0-9]+)[ \t]+({_TOKEN_RE})")
+
+
+class CSeq:
+    """``CSeq: 4711 INVITE`` (RFC 3261 20.16)."""
+
+    __slots__ = ("method", "seq")
+
+    def __init__(self, seq: int, method: str) -> None:
+        self.seq = seq
+        self.method = method
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CSeq) and (self.seq, self.method) == (other.seq, other.method)
+
+    def __hash__(self) -> int:
+        return hash((self.seq, self.method))
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+    def __repr__(self) -> str:
+        return f"<CSeq {self.seq} {self.method}>"
+
+
+def parse_cseq(headers: Headers) -> CSeq | None:
+    value = headers.get("cseq")
+    if value is None:
+        return None
+    match = _CSEQ.fullmatch(value)
+    if match is None:
+        raise RemoteProtocolError(
+            "not 1*DIGIT LWS Method", rule="RFC 3261 20.16 CSeq", offset=0, header="CSeq"
+        )
+    digits = match.group(1)
+    if len(digits) > 10 or int(digits) > _MAX_CSEQ:
+        raise RemoteProtocolError(
+            f"sequence number {digits[:20]} is not below 2**31",
+            rule="RFC 3261 8.1.1.5 CSeq",
+            offset=0,
+            header="CSeq",
+        )
+    return CSeq(int(digits), match.group(2))
+
+
+def parse_call_id(headers: Headers) -> str | None:
+    value = headers.get("call-id")
+    if value is not None and CALL_ID.fullmatch(value) is None:
+        raise RemoteProtocolError(
+            "not word [@ word]", rule="RFC 3261 20.8 Call-ID", offset=0, header="Call-ID"
+        )
+    return value
+
+
+def _scalar(headers: Headers, key: str, name: str, maximum: int, rule: str) -> int | None:
+    value = headers.get(key)
+    if value is None:
+        return None
+    if DIGITS.fullmatch(value) is None or len(value) > 10 or int(value) > maximum:
+        raise RemoteProtocolError(
+            f"{value[:20]!r} is not an integer from 0 to {maximum}",
+            rule=rule,
+            offset=0,
+            header=name,
+        )
+    return int(value)
+
+
+def parse_max_forwards(headers: Headers) -> int | None:
+    # RFC 3261 8.1.1.6: an integer in the range 0-255.
+    return _scalar(headers, "max-forwards", "Max-Forwards", 255, "RFC 3261 20.22 Max-Forwards")
+
+
+def parse_content_length(headers: Headers) -> int | None:
+    return _scalar(
+        headers, "content-length", "Content-Length", 2**32 - 1, "RFC 3261 20.14 Content-Length"
+    )
+
+
+def parse_expires(headers: Headers) -> int | None:
+    return _scalar(headers, "expires", "Expires", _MAX_DELTA_SECONDS, "RFC 3261 20.19 Expires")
+
+
+# -- addresses ----------------------------------------------------------------------------
+
+
+def _single_address(headers: Headers, key: str, name: str) -> NameAddr | None:
+    value = headers.get(key)
+    if value is None:
+        return None
+    try:
+        return parse_name_addr(value, strict=headers.strict)
+    except RemoteProtocolError as error:
+        raise _with_header(error, name) from None
+
+
+def _address_list(
+    headers: Headers, key: str, name: str, *, bracketed: bool = False
+) -> list[NameAddr]:
+    out: list[NameAddr] = []
+    for element in headers.values(key):
+        try:
+            address = parse_name_addr(element, strict=headers.strict)
+        except RemoteProtocolError as error:
+            raise _with_header(error, name) from None
+        if bracketed and not address.bracketed and headers.strict:
+            # rec-route / route-param = name-addr *( SEMI rr-param ): the
+            # angle brackets are mandatory (RFC 3261 25.1).
+            raise RemoteProtocolError(
+                "must be a name-addr in angle brackets",
+                rule="RFC 3261 25.1 route-param",
+                offset=0,
+                header=name,
+            )
+        out.append(address)
+    return out
+
+
+def parse_from(headers: Headers) -> NameAddr | None:
+    return _single_address(headers, "from", "From")
+
+
+def parse_to(headers: Headers) -> NameAddr | None:
+    return _single_address(headers, "to", "To")
+
+
+def parse_contact_star(headers: Headers) -> bool:
+    return [value.strip() for value in headers.values("contact")] == ["*"]
+
+
+def parse_contact(headers: Headers) -> list[NameAddr]:
+    if parse_contact_star(headers):
+        return []
+    return _address_list(headers, "contact", "Contact")
+
+
+def parse_route(headers: Headers) -> list[NameAddr]:
+    return _address_list(headers, "route", "Route", bracketed=True)
+
+
+def parse_record_route(headers: Headers) -> list[NameAddr]:
+    return _address_list(headers, "record-route", "Record-Route", bracketed=True)
+
+
+def parse_diversion(headers: Headers) -> list[NameAddr]:
+    return _address_list(headers, "diversion", "Diversion")  # RFC 5806
+
+
+def parse_history_info(headers: Headers) -> list[NameAddr]:
+    return _address_list(headers, "history-info", "History-Info", bracketed=True)  # RFC 7044
+
+
+# -- option tags (RFC 3261 20.37, 20.29, 20.32) --------------------------------------------
+
+
+def _option_tags(headers: Headers, key: str, name: str) -> list[str]:
+    tags: list[str] = []
+    for field_value in headers.get_all(key):
+        if not field_value.strip():
+            continue  # "Supported:" with no tags is legal (RFC 3261 20.37)
+        for tag in split_list(field_value):
+            if TOKEN.fullmatch(tag) is None:
+                raise RemoteProtocolError(
+                    f"option-tag {tag[:30]!r} is not a token",
+                    rule="RFC 3261 25.1 option-tag",
+                    offset=0,
+                    header=name,
+                )
+            tags.append(tag)
+    return tags
+
+
+def parse_supported(headers: Headers) -> list[str]:
+    return _option_tags(headers, "supported", "Supported")
+
+
+def parse_require(headers: Headers) -> list[str]:
+    return _option_tags(headers, "require", "Require")
+
+
+def parse_proxy_require(headers: Headers) -> list[str]:
+    return _option_tags(headers, "proxy-require", "Proxy-Require")
+
+
+# -- Content-Type (RFC 3261 20.15) ---------------------------------------------------------
+
+_MEDIA_TYPE = re.compile(rf"({_TOKEN_RE})[ \t]*/[ \t]*({_TOKEN_RE})(.*)", re.DOTALL)
+
+
+class MediaType:
+    """``application/sdp;charset=utf-8``: type and subtype lower-cased."""
+
+    __slots__ = ("params", "subtype", "type")
+
+    def __init__(
+        self, type_: str, subtype: str, params: tuple[tuple[str, str | None], ...]
+    ) -> None:
+        self.type = type_
+        self.subtype = subtype
+        self.params = params
+
+    @property
+    def mime(self) -> str:
+        return f"{self.type}/{self.subtype}"
+
+    def param(self, name: str) -> str | None:
+        return _param(self.params, name.lower())
+
+    def __repr__(self) -> str:
+        return f"<MediaType {self.mime}>"
+
+
+def parse_content_type(headers: Headers) -> MediaType | None:
+    value = headers.get("content-type")
+    if value is None:
+        return None
+    match = _MEDIA_TYPE.fullmatch(value)
+    if match is None:
+        raise RemoteProtocolError(
+            "not m-type / m-subtype",
+            rule="RFC 3261 20.15 media-type",
+            offset=0,
+            header="Content-Type",
+        )
+    params = parse_params(match.group(3), rule="RFC 3261 25.1 m-parameter")
+    return MediaType(match.group(1).lower(), match.group(2).lower(), params)
+
+
+# -- headers only the full check reads -------------------------------------------------------
+
+# rfc1123-date = wkday "," SP date1 SP time SP "GMT" (RFC 3261 20.17: only GMT)
+_DATE = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
+    r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+)
+# warning-value = warn-code SP warn-agent SP warn-text, warn-code = 3DIGIT
+_WARNING = re.compile(r'[0-9]{3} [^ \t]+ "(?:[^"\\]|\\.)*"')
+
+
+def _check_date(message: Message) -> None:
+    value = message.headers.get("date")
+    if value is not None and _DATE.fullmatch(value) is None:
+        raise RemoteProtocolError(
+            "not an RFC 1123 date in GMT", rule="RFC 3261 20.17 Date", offset=0, header="Date"
+        )
+
+
+def _check_warning(message: Message) -> None:
+    for value in message.headers.values("warning"):
+        if _WARNING.fullmatch(value) is None:
+            raise RemoteProtocolError(
+                "not warn-code(3DIGIT) SP warn-agent SP warn-text",
+                rule="RFC 3261 20.43 Warning",
+                offset=0,
+                header="Warning",
+            )
+
+
+def _check_request_uri(message: Message) -> None:
+    from .message import Request  # noqa: PLC0415 - message imports this module
+
+    if not isinstance(message, Request):
+        return
+    try:
+        # The strict view is the cached Request-URI; a lenient message's is not.
+        uri = message.request_uri if message.headers.strict else parse_uri(message.uri)
+    except RemoteProtocolError as error:
+        raise _with_header(error, "Request-URI") from None
+    if isinstance(uri, SipUri) and uri.headers:
+        # RFC 3261 19.1.1 Table 1: headers are "not allowed" in a Request-URI
+        # (RFC 4475 3.1.2.10 escruri).
+        raise RemoteProtocolError(
+            "a Request-URI cannot carry URI headers (?name=value)",
+            rule="RFC 3261 19.1.1 Request-URI headers",
+            offset=message.uri.find("?"),
+            header="Request-URI",
+        )
+
+
+def _check_cseq_method(message: Message) -> None:
+    from .message import Request  # noqa: PLC0415 - message imports this module
+
+    cseq = message.cseq
+    if isinstance(message, Request) and cseq is not None and cseq.method != message.method:
+        # RFC 3261 8.1.1.5 / RFC 4475 3.1.2.17-18 (mismatch01, mismatch02).
+        raise RemoteProtocolError(
+            f"CSeq method {cseq.method} differs from the request method {message.method}",
+            rule="RFC 3261 8.1.1.5 CSeq method",
+            offset=0,
+            header="CSeq",
+        )
+
+
+# The typed views the full parse forces (their parsers raise on bad grammar),
+# in the order a strict gateway reports them, then the checks with no view.
+_TYPED_VIEWS = (
+    ("via", "via"),
+    ("from_", "from"),
+    ("to", "to"),
+    ("call_id", "call-id"),
+    ("cseq", "cseq"),
+    ("max_forwards", "max-forwards"),
+    ("contact", "contact"),
+    ("content_length", "content-length"),
+    ("content_type", "content-type"),
+    ("route", "route"),
+    ("record_route", "record-route"),
+    ("expires", "expires"),
+    ("diversion", "diversion"),
+    ("history_info", "history-info"),
+    ("supported", "supported"),
+    ("require", "require"),
+    ("proxy_require", "proxy-require"),
+)
+_OTHER_CHECKS: tuple[Callable[[Message], None], ...] = (
+    _check_cseq_method,
+    _check_date,
+    _check_warning,
+)
+
+
+def message_errors(message: Message) -> Iterator[RemoteProtocolError]:
+    """Every grammar error the full parse finds, one per check that fails.
+
+    The checks always apply the strict grammar, also on a leniently parsed
+    message: lenient typed views recover silently, so the defects are found
+    with strict views that are dropped afterwards.
+    """
+    headers = message.headers
+    if headers.strict:
+        # The views these checks cache are the strict ones: keep them.
+        yield from _errors_of(message)
+        return
+    headers.strict = True
+    headers.clear_cache()
+    try:
+        yield from _errors_of(message)
+    finally:
+        headers.strict = False
+        headers.clear_cache()
+
+
+def _errors_of(message: Message) -> Iterator[RemoteProtocolError]:
+    try:
+        _check_request_uri(message)
+    except RemoteProtocolError as error:
+        yield error
+    present = message.headers.keys()
+    for view, key in _TYPED_VIEWS:
+        if key not in present:
+            continue  # an absent header has nothing to check (presence is checks.py's)
+        try:
+            getattr(message, view)
+        except RemoteProtocolError as error:
+            yield error
+    for check in _OTHER_CHECKS:
+        try:
+            check(message)
+        except RemoteProtocolError as error:
+            yield error
+
+
+def validate_message(message: Message) -> None:
+    """Raise the first grammar error the full parse finds."""
+    for error in message_errors(message):
+        raise error
+
+
+def _with_header(error: RemoteProtocolError, header: str) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        error.reason,
+        rule=error.rule,
+        offset=error.offset,
+        status_hint=error.status_hint,
+        header=error.header or header,
+    )
+
+
+def _shifted(error: RemoteProtocolError, by: int) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        error.reason,
+        rule=error.rule,
+        offset=(error.offset or 0) + by,
+        status_hint=error.status_hint,
+        header=error.header,
+    )
