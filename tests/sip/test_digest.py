@@ -1094,3 +1094,47 @@ def test_verify_agrees_with_compute(creds: DigestCredentials, password: str) -> 
     parsed = parse_credentials(build_credentials(signed))
     assert verify(parsed, method="REGISTER", password=password)
     assert not verify(parsed, method="REGISTER", password=password + "x")
+
+
+# -- the typed views on a parsed message ------------------------------------------------
+
+
+def test_message_views_parse_digest_headers_and_skip_other_schemes() -> None:
+    from sipwarden.sip.parser import parse_message  # noqa: PLC0415
+
+    register = (
+        b"REGISTER sip:pbx.example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKnashds7\r\n"
+        b"To: <sip:100@pbx.example.com>\r\nFrom: <sip:100@pbx.example.com>;tag=4562\r\n"
+        b"Call-ID: 8438176@192.0.2.4\r\nCSeq: 2 REGISTER\r\n"
+        b'Authorization: Digest username="100", realm="asterisk", nonce="5f1c", '
+        b'uri="sip:pbx.example.com", response="6629fae49393a05397450978507c4ef1", '
+        b"algorithm=MD5\r\n"
+        b"Authorization: NoOneKnowsThisScheme opaque-data=here\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    message = parse_message(register)
+    message.validate()
+    (credentials,) = message.authorization
+    assert (credentials.username, credentials.realm) == ("100", "asterisk")
+    assert message.proxy_authorization == []
+    assert len(message.headers.get_all("authorization")) == 2
+
+
+def test_message_view_of_a_malformed_digest_raises_strictly_and_recovers_leniently() -> None:
+    from sipwarden.errors import RemoteProtocolError  # noqa: PLC0415
+    from sipwarden.sip.parser import parse_message  # noqa: PLC0415
+
+    data = (
+        b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKx\r\n"
+        b"To: <sip:100@pbx>;tag=1\r\nFrom: <sip:100@pbx>;tag=2\r\nCall-ID: c1\r\n"
+        b'CSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm="asterisk"\r\n'
+        b"Content-Length: 0\r\n\r\n"
+    )
+    with pytest.raises(RemoteProtocolError) as caught:
+        parse_message(data).validate()
+    assert caught.value.header == "WWW-Authenticate"
+    lenient = parse_message(data, strict=False)
+    (challenge,) = lenient.www_authenticate
+    assert challenge.realm == "asterisk"
+    assert challenge.defects

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from sipwarden.errors import RemoteProtocolError
 
 from .abnf import CALL_ID, DIGITS, TOKEN, TOKEN_CHARS
+from .digest import DigestChallenge, DigestCredentials, parse_challenge, parse_credentials
 from .headers import Headers, split_list
 from .uri import NameAddr, SipUri, parse_name_addr, parse_uri
 
@@ -350,6 +351,53 @@ def parse_proxy_require(headers: Headers) -> list[str]:
     return _option_tags(headers, "proxy-require", "Proxy-Require")
 
 
+# -- authentication (RFC 3261 20.7, 20.27, 20.28, 20.44) --------------------------------------
+
+
+def _is_digest(value: str) -> bool:
+    # auth-scheme is case-insensitive; other schemes (RFC 4475 regaut01's
+    # NoOneKnowsThisScheme) are well formed and simply not ours to parse.
+    return value[:7].lower() == "digest " or value[:7].lower() == "digest\t"
+
+
+def _credentials(headers: Headers, key: str, name: str) -> list[DigestCredentials]:
+    out: list[DigestCredentials] = []
+    for value in headers.get_all(key):
+        if _is_digest(value):
+            try:
+                out.append(parse_credentials(value, strict=headers.strict))
+            except RemoteProtocolError as error:
+                raise _with_header(error, name) from None
+    return out
+
+
+def _challenges(headers: Headers, key: str, name: str) -> list[DigestChallenge]:
+    out: list[DigestChallenge] = []
+    for value in headers.get_all(key):
+        if _is_digest(value):
+            try:
+                out.append(parse_challenge(value, strict=headers.strict))
+            except RemoteProtocolError as error:
+                raise _with_header(error, name) from None
+    return out
+
+
+def parse_authorization(headers: Headers) -> list[DigestCredentials]:
+    return _credentials(headers, "authorization", "Authorization")
+
+
+def parse_proxy_authorization(headers: Headers) -> list[DigestCredentials]:
+    return _credentials(headers, "proxy-authorization", "Proxy-Authorization")
+
+
+def parse_www_authenticate(headers: Headers) -> list[DigestChallenge]:
+    return _challenges(headers, "www-authenticate", "WWW-Authenticate")
+
+
+def parse_proxy_authenticate(headers: Headers) -> list[DigestChallenge]:
+    return _challenges(headers, "proxy-authenticate", "Proxy-Authenticate")
+
+
 # -- Content-Type (RFC 3261 20.15) ---------------------------------------------------------
 
 _MEDIA_TYPE = re.compile(rf"({_TOKEN_RE})[ \t]*/[ \t]*({_TOKEN_RE})(.*)", re.DOTALL)
@@ -480,6 +528,10 @@ _TYPED_VIEWS = (
     ("supported", "supported"),
     ("require", "require"),
     ("proxy_require", "proxy-require"),
+    ("authorization", "authorization"),
+    ("proxy_authorization", "proxy-authorization"),
+    ("www_authenticate", "www-authenticate"),
+    ("proxy_authenticate", "proxy-authenticate"),
 )
 _OTHER_CHECKS: tuple[Callable[[Message], None], ...] = (
     _check_cseq_method,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sipwarden.errors import LocalProtocolError, RemoteProtocolError
 
 from . import fields
+from .digest import DigestChallenge, DigestCredentials
 from .fields import CSeq, MediaType, Via
 from .headers import Headers
 from .uri import NameAddr, Uri, parse_uri
@@ -187,21 +188,22 @@ class Message:
         return self.headers.typed("proxy-require", fields.parse_proxy_require)
 
     @property
-    def authorization(self) -> list[str]:
-        """Raw Authorization values; parse with :mod:`sipwarden.sip.digest`."""
-        return self.headers.get_all("authorization")
+    def authorization(self) -> list[DigestCredentials]:
+        """Digest credentials of the Authorization fields (other schemes are skipped;
+        their raw values stay in :attr:`headers`)."""
+        return self.headers.typed("authorization", fields.parse_authorization)
 
     @property
-    def proxy_authorization(self) -> list[str]:
-        return self.headers.get_all("proxy-authorization")
+    def proxy_authorization(self) -> list[DigestCredentials]:
+        return self.headers.typed("proxy-authorization", fields.parse_proxy_authorization)
 
     @property
-    def www_authenticate(self) -> list[str]:
-        return self.headers.get_all("www-authenticate")
+    def www_authenticate(self) -> list[DigestChallenge]:
+        return self.headers.typed("www-authenticate", fields.parse_www_authenticate)
 
     @property
-    def proxy_authenticate(self) -> list[str]:
-        return self.headers.get_all("proxy-authenticate")
+    def proxy_authenticate(self) -> list[DigestChallenge]:
+        return self.headers.typed("proxy-authenticate", fields.parse_proxy_authenticate)
 
     def validate(self) -> None:
         """Full parse: check every header sipwarden knows, raise on the first error.
