@@ -162,7 +162,10 @@ def parse_via(value: str) -> Via:
 
 
 def parse_via_headers(headers: Headers) -> list[Via]:
-    return [parse_via(element) for element in headers.values("via")]
+    try:
+        return [parse_via(element) for element in headers.values("via")]
+    except RemoteProtocolError as error:
+        raise _with_header(error, "Via") from None
 
 
 # -- CSeq, Call-ID, scalars ------------------------------------------------------------
@@ -438,7 +441,10 @@ def parse_content_type(headers: Headers) -> MediaType | None:
             offset=0,
             header="Content-Type",
         )
-    params = parse_params(match.group(3), rule="RFC 3261 25.1 m-parameter")
+    try:
+        params = parse_params(match.group(3), rule="RFC 3261 25.1 m-parameter")
+    except RemoteProtocolError as error:
+        raise _with_header(_shifted(error, match.start(3)), "Content-Type") from None
     return MediaType(match.group(1).lower(), match.group(2).lower(), params)
 
 

@@ -337,9 +337,10 @@ class Headers:
     # -- editing -----------------------------------------------------------
 
     def _insert(self, index: int, key: str, name: str, value: str) -> None:
+        value = _checked_value(value)  # before any list changes: a refused edit changes nothing
         self._keys.insert(index, key)
         self._names.insert(index, name)
-        self._values.insert(index, _checked_value(value))
+        self._values.insert(index, value)
         self._raws.insert(index, None)
         self._changed()
 
@@ -382,6 +383,7 @@ class Headers:
         When there is none, the field is appended.
         """
         key = _key_or_fail(name)
+        value = _checked_value(value)
         if key not in self._keys:
             self._insert(len(self._keys), key, name, value)
             return
@@ -390,7 +392,7 @@ class Headers:
             if self._keys[index] == key:
                 self._delete(index)
         self._names[first] = name
-        self._values[first] = _checked_value(value)
+        self._values[first] = value
         self._raws[first] = None
         self._changed()
 

@@ -10,6 +10,7 @@ serialises to exactly the bytes it was parsed from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from sipwarden.errors import LocalProtocolError, RemoteProtocolError
 
@@ -38,25 +39,36 @@ class Defect:
         )
 
 
+class MessageFields(TypedDict, total=False):
+    """The keyword arguments every message constructor takes (see :class:`Message`)."""
+
+    headers: Headers | None
+    body: bytes
+    version: str
+    raw: bytes | None
+    defects: list[Defect] | None
+
+
 class Message:
     """What requests and responses share. Not instantiated directly."""
 
-    __slots__ = ("_body_edited", "_raw", "body", "defects", "headers", "version")
+    __slots__ = ("_body_edited", "_fully_checked", "_raw", "body", "defects", "headers", "version")
 
     def __init__(
         self,
         *,
-        headers: Headers,
+        headers: Headers | None = None,
         body: bytes = b"",
         version: str = "SIP/2.0",
         raw: bytes | None = None,
         defects: list[Defect] | None = None,
     ) -> None:
-        self.headers = headers
+        self.headers = headers if headers is not None else Headers()
         self.body = body
         self.version = version
         self._raw = raw
         self._body_edited = False
+        self._fully_checked = False
         self.defects: list[Defect] = defects if defects is not None else []
 
     # -- start line and output ----------------------------------------------
@@ -90,7 +102,9 @@ class Message:
         if not self.edited and self._raw is not None:
             return self._raw
         body_length = str(len(self.body))
-        if self.headers.get("content-length") != body_length:
+        # Exactly one Content-Length, equal to the body: a second, conflicting
+        # one would be the smuggling pattern for a stream-transport next hop.
+        if self.headers.get_all("content-length") != [body_length]:
             self.headers.set("Content-Length", body_length)
         head = "\r\n".join((self.start_line(), *self.headers.lines()))
         return head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + self.body
@@ -214,9 +228,14 @@ class Message:
         fields.validate_message(self)
 
     def collect_defects(self) -> list[Defect]:
-        """Full parse that records every broken rule instead of raising."""
-        for error in fields.message_errors(self):
-            self.defects.append(Defect.from_error(error))
+        """Full parse that records every broken rule instead of raising.
+
+        Runs once: later calls return the same list (the parse-time defects
+        first, then those of the full parse).
+        """
+        if not self._fully_checked:
+            self._fully_checked = True
+            self.defects.extend(Defect.from_error(error) for error in fields.message_errors(self))
         return self.defects
 
 
@@ -225,24 +244,8 @@ class Request(Message):
 
     __slots__ = ("_method", "_uri", "_uri_parsed")
 
-    def __init__(
-        self,
-        method: str,
-        uri: str,
-        *,
-        headers: Headers | None = None,
-        body: bytes = b"",
-        version: str = "SIP/2.0",
-        raw: bytes | None = None,
-        defects: list[Defect] | None = None,
-    ) -> None:
-        super().__init__(
-            headers=headers if headers is not None else Headers(),
-            body=body,
-            version=version,
-            raw=raw,
-            defects=defects,
-        )
+    def __init__(self, method: str, uri: str, **fields: Unpack[MessageFields]) -> None:
+        super().__init__(**fields)
         self._method = method
         self._uri = uri
         self._uri_parsed: Uri | None = None
@@ -284,28 +287,34 @@ class Request(Message):
 class Response(Message):
     """A SIP response."""
 
-    __slots__ = ("reason", "status")
+    __slots__ = ("_reason", "_status")
 
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        *,
-        headers: Headers | None = None,
-        body: bytes = b"",
-        version: str = "SIP/2.0",
-        raw: bytes | None = None,
-        defects: list[Defect] | None = None,
-    ) -> None:
-        super().__init__(
-            headers=headers if headers is not None else Headers(),
-            body=body,
-            version=version,
-            raw=raw,
-            defects=defects,
-        )
-        self.status = status
-        self.reason = reason
+    def __init__(self, status: int, reason: str, **fields: Unpack[MessageFields]) -> None:
+        super().__init__(**fields)
+        self._status = status
+        self._reason = reason
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @status.setter
+    def status(self, value: int) -> None:
+        if not 100 <= value <= 699:
+            raise LocalProtocolError(f"status {value} is not from 100 to 699")
+        self._status = value
+        self._raw = None
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        if "\r" in value or "\n" in value:
+            raise LocalProtocolError("a reason phrase cannot contain CR or LF")
+        self._reason = value
+        self._raw = None
 
     @property
     def is_request(self) -> bool:

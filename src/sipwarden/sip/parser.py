@@ -152,7 +152,7 @@ def _parse_head(
             RemoteProtocolError(
                 "bare CR or LF in the header section",
                 rule="RFC 3261 7 CRLF line ends",
-                offset=start + _first_bare_eol(head),
+                offset=start + _byte_length(head[: _first_bare_eol(head)]),
             ),
         )
         lines = _ANY_EOL.split(head)
@@ -207,7 +207,7 @@ def _parse_request_line(line: str, offset: int, defects: list[Defect] | None) ->
                 f"method {method!r} is not a token", rule="RFC 3261 25.1 Method", offset=offset
             ),
         )
-    _check_version(version, offset + len(line) - len(version), defects)
+    _check_version(version, offset + _byte_length(line[: len(line) - len(version)]), defects)
     return Request(method, uri, headers=Headers(), version=version)
 
 
@@ -342,7 +342,15 @@ def _parse_fields_carefully(
             before = fields[-1]
             continued = line.strip(" \t")
             value = f"{before.value} {continued}" if before.value else continued
-            fields[-1] = before._replace(value=value, raw=f"{before.raw}\r\n{line}")
+            raw = f"{before.raw}\r\n{line}"
+            if len(raw) > max_line:
+                # A folded field counts as one line: folding must not dodge the bound.
+                raise RemoteProtocolError(
+                    f"folded header field of {len(raw)} characters exceeds the {max_line} limit",
+                    rule="max_line_length",
+                    offset=_line_offset(lines, index, start),
+                )
+            fields[-1] = before._replace(value=value, raw=raw)
             continue
         colon = line.find(":")
         name = line[:colon].rstrip(" \t") if colon > 0 else ""
@@ -361,10 +369,14 @@ def _parse_fields_carefully(
     return fields
 
 
+def _byte_length(text: str) -> int:
+    """How many bytes ``text`` was on the wire (offsets are bytes, not characters)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
 def _line_offset(lines: list[str], index: int, start: int) -> int:
     """Byte offset of ``lines[index]``: computed only when reporting an error."""
-    before = "\r\n".join(lines[:index])
-    return start + len(before.encode("utf-8", "surrogateescape")) + 2
+    return start + _byte_length("\r\n".join(lines[:index])) + 2
 
 
 def _content_length(
@@ -459,8 +471,8 @@ class StreamParser:
             if buffer[:4] == _END_OF_HEAD:
                 self._consume(4)
                 return PING
-            if len(buffer) == 2:
-                return None  # could still become a ping
+            if len(buffer) < 4 and _END_OF_HEAD.startswith(buffer):
+                return None  # CRLF or CRLF CR: could still become a ping
             self._consume(2)
             return PONG
         head_end = buffer.find(_END_OF_HEAD, self._search_from)
