@@ -1,0 +1,1 @@
+"""Detectors: each looks at every observation and reports SecurityEvents (see engine.Detector)."""

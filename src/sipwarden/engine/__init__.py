@@ -1,0 +1,1 @@
+"""The one inspection pipeline: Observation in; Verdict, SecurityEvents and BanDecisions out."""

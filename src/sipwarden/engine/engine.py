@@ -1,0 +1,159 @@
+"""The engine: one inspection pipeline for the gateway and the monitor.
+
+``Engine.inspect(observation)`` correlates the message with what came
+before, lets every detector look at it, turns the worst verdict proposed into
+the :class:`~.contract.Verdict`, and turns ban-worthy events into
+:class:`~.contract.BanDecision`\\ s through the :class:`~.bans.BanPolicy`.
+Sans-IO: time comes from the observation; nothing here opens a socket, a
+file or a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from sipwarden.sip.message import Request, Response
+
+from .bans import BanPolicy, BanSettings
+from .contract import (
+    ALLOW,
+    Action,
+    BanDecision,
+    Inspection,
+    Observation,
+    SecurityEvent,
+    Verdict,
+)
+from .correlation import Correlator, RequestRecord
+from .state import BoundedTable
+
+__all__ = ["Detector", "Engine", "Findings"]
+
+NOTHING = Inspection()
+_SEVERITY_OF_ACTION = {Action.ALLOW: 0, Action.TARPIT: 1, Action.REJECT: 2, Action.DROP: 3}
+# How often (in observation time) the engine sweeps expired state.
+EXPIRE_EVERY = 1.0
+
+
+class Findings:
+    """What detectors report about one observation (filled in, then read by the engine)."""
+
+    __slots__ = ("events", "request", "verdict")
+
+    def __init__(self, request: RequestRecord | None) -> None:
+        # For a response: the request it answers, when the engine saw it.
+        self.request = request
+        self.events: list[SecurityEvent] = []
+        self.verdict: Verdict = ALLOW
+
+    def report(self, event: SecurityEvent) -> None:
+        self.events.append(event)
+
+    def propose(self, verdict: Verdict) -> None:
+        """Keep the strictest verdict proposed (drop > reject > tarpit > allow)."""
+        if _SEVERITY_OF_ACTION[verdict.action] > _SEVERITY_OF_ACTION[self.verdict.action]:
+            self.verdict = verdict
+
+
+class Detector(Protocol):
+    """A detector: sees every observation, reports events, proposes verdicts."""
+
+    name: str
+
+    def observe(self, obs: Observation, findings: Findings) -> None: ...
+
+    def expire(self, now: float) -> None:
+        """Drop state older than the detector's windows."""
+        ...
+
+
+class Engine:
+    """Runs the detectors over each observation and decides verdicts and bans."""
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        *,
+        bans: BanSettings | None = None,
+        correlator: Correlator | None = None,
+        max_banned: int = 100_000,
+    ) -> None:
+        self.detectors = tuple(detectors)
+        self.correlator = correlator or Correlator()
+        self.ban_policy = BanPolicy(bans or BanSettings())
+        # Sources the engine itself has banned, until when: in-line, their
+        # messages are dropped before any detector runs.
+        self._banned: BoundedTable[str, float] = BoundedTable(
+            max_entries=max_banned, ttl=max((bans or BanSettings()).durations)
+        )
+        self._next_expiry = 0.0
+
+    def inspect(self, obs: Observation) -> Inspection:
+        """Inspect one observation; returns the shared empty result when nothing happened."""
+        if obs.ts >= self._next_expiry:
+            self.expire(obs.ts)
+        findings = Findings(self._correlate(obs))
+        for detector in self.detectors:
+            detector.observe(obs, findings)
+        if not findings.events:
+            banned_until = self._banned.get(obs.src)
+            if banned_until is not None and obs.ts < banned_until:
+                return Inspection(verdict=Verdict(action=Action.DROP, rule="ban.active"))
+            if findings.verdict is ALLOW:
+                return NOTHING
+            return Inspection(verdict=findings.verdict)
+        return Inspection(
+            verdict=findings.verdict,
+            events=tuple(findings.events),
+            bans=self._decide_bans(findings.events, obs.ts),
+        )
+
+    def _correlate(self, obs: Observation) -> RequestRecord | None:
+        message = obs.message
+        if isinstance(message, Request):
+            self.correlator.remember(obs, message)
+            return None
+        if isinstance(message, Response):
+            record = self.correlator.answer(message)
+            if (
+                record is not None
+                and record.method == "REGISTER"
+                and record.has_credentials
+                and 200 <= message.status < 300
+            ):
+                # A source that registers with valid credentials is a customer:
+                # never banned by the engine (DESIGN security defaults).
+                self.ban_policy.protect(record.src, obs.ts)
+            return record
+        return None
+
+    def _decide_bans(self, events: list[SecurityEvent], now: float) -> tuple[BanDecision, ...]:
+        by_source: dict[str, list[SecurityEvent]] = {}
+        for event in events:
+            by_source.setdefault(event.source, []).append(event)
+        decisions: list[BanDecision] = []
+        for source, source_events in by_source.items():
+            banned_until = self._banned.get(source)
+            if banned_until is not None and now < banned_until:
+                continue  # already banned: more evidence, not another ban
+            decision = self.ban_policy.decide(
+                source_events, returnable=self.correlator.is_returnable(source), now=now
+            )
+            if decision is not None:
+                self._banned.put(source, now + decision.duration, now)
+                decisions.append(decision)
+        return tuple(decisions)
+
+    def is_banned(self, source: str, now: float) -> bool:
+        until = self._banned.get(source)
+        return until is not None and now < until
+
+    def expire(self, now: float) -> None:
+        """Sweep every bounded table (the engine calls this itself once a second)."""
+        self._next_expiry = now + EXPIRE_EVERY
+        self.correlator.expire(now)
+        self.ban_policy.expire(now)
+        self._banned.expire(now)
+        for detector in self.detectors:
+            detector.expire(now)
