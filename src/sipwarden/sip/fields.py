@@ -19,6 +19,7 @@ from sipwarden.errors import RemoteProtocolError
 from .abnf import CALL_ID, DIGITS, TOKEN, TOKEN_CHARS
 from .digest import DigestChallenge, DigestCredentials, parse_challenge, parse_credentials
 from .headers import Headers, split_list
+from .memo import Memo
 from .uri import NameAddr, SipUri, parse_name_addr, parse_uri
 
 if TYPE_CHECKING:
@@ -41,13 +42,21 @@ _MAX_VIA_PARAMS = 32
 
 # SEMI = SWS ";" SWS; EQUAL = SWS "=" SWS; gen-value = token / host / quoted-string.
 # The value class is wider than token so received=IPv6 and maddr=[v6] match.
-_PARAM = re.compile(
-    rf'[ \t]*;[ \t]*([{TOKEN_CHARS}]+)(?:[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[{TOKEN_CHARS}:\[\]]+))?'
-)
+_PARAM_VALUE = rf'"(?:[^"\\]|\\.)*"|[{TOKEN_CHARS}:\[\]]+'
+_PARAM = re.compile(rf"[ \t]*;[ \t]*([{TOKEN_CHARS}]+)(?:[ \t]*=[ \t]*({_PARAM_VALUE}))?")
+# The whole list in one match (same grammar, no groups): the fast path's check.
+_PARAMS = re.compile(rf"(?:[ \t]*;[ \t]*[{TOKEN_CHARS}]+(?:[ \t]*=[ \t]*(?:{_PARAM_VALUE}))?)*")
 
 
 def parse_params(text: str, *, rule: str) -> tuple[tuple[str, str | None], ...]:
     """Parse ``;name=value;flag`` into pairs (names as written, values unquoted no further)."""
+    if not text:
+        return ()
+    if _PARAMS.fullmatch(text) is not None:
+        # Valid as a whole: one C-level pass extracts every pair.
+        pairs = _PARAM.findall(text)
+        if len(pairs) <= _MAX_VIA_PARAMS:
+            return tuple((name, value or None) for name, value in pairs)
     params: list[tuple[str, str | None]] = []
     position = 0
     end = len(text)
@@ -256,12 +265,22 @@ def parse_expires(headers: Headers) -> int | None:
 # -- addresses ----------------------------------------------------------------------------
 
 
+# Parsed addresses are immutable: the same value (a dialog's From and To, a
+# phone's Contact) is parsed once. Strict and lenient parses differ, so two memos.
+_STRICT_ADDRESSES: Memo[NameAddr] = Memo(lambda text: parse_name_addr(text, strict=True))
+_LENIENT_ADDRESSES: Memo[NameAddr] = Memo(lambda text: parse_name_addr(text, strict=False))
+
+
+def _address(text: str, strict: bool) -> NameAddr:
+    return _STRICT_ADDRESSES(text) if strict else _LENIENT_ADDRESSES(text)
+
+
 def _single_address(headers: Headers, key: str, name: str) -> NameAddr | None:
     value = headers.get(key)
     if value is None:
         return None
     try:
-        return parse_name_addr(value, strict=headers.strict)
+        return _address(value, headers.strict)
     except RemoteProtocolError as error:
         raise _with_header(error, name) from None
 
@@ -272,7 +291,7 @@ def _address_list(
     out: list[NameAddr] = []
     for element in headers.values(key):
         try:
-            address = parse_name_addr(element, strict=headers.strict)
+            address = _address(element, headers.strict)
         except RemoteProtocolError as error:
             raise _with_header(error, name) from None
         if bracketed and not address.bracketed and headers.strict:
@@ -325,11 +344,17 @@ def parse_history_info(headers: Headers) -> list[NameAddr]:
 # -- option tags (RFC 3261 20.37, 20.29, 20.32) --------------------------------------------
 
 
+_OPTION_TAGS = re.compile(rf"[ \t]*{_TOKEN_RE}(?:[ \t]*,[ \t]*{_TOKEN_RE})*[ \t]*")
+
+
 def _option_tags(headers: Headers, key: str, name: str) -> list[str]:
     tags: list[str] = []
     for field_value in headers.get_all(key):
         if not field_value.strip():
             continue  # "Supported:" with no tags is legal (RFC 3261 20.37)
+        if _OPTION_TAGS.fullmatch(field_value) is not None:
+            tags.extend(tag.strip(" \t") for tag in field_value.split(","))
+            continue
         for tag in split_list(field_value):
             if TOKEN.fullmatch(tag) is None:
                 raise RemoteProtocolError(

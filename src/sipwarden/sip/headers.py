@@ -244,17 +244,23 @@ class Headers:
     The fields are stored as four parallel lists (keys, names as written,
     values, raw lines) rather than one object per field: the parser fills
     them with a few C-level operations, and ``keys.index`` finds a header
-    without a Python loop. Iteration yields :class:`HeaderField` tuples.
+    without a Python loop. Values are stored as they follow the colon and
+    trimmed when read: most are never read, so trimming them all up front
+    would be wasted work. Iteration yields :class:`HeaderField` tuples.
     """
 
     __slots__ = ("_cache", "_keys", "_names", "_raws", "_values", "edited", "strict")
 
     def __init__(self, fields: Iterable[HeaderField] = (), *, strict: bool = True) -> None:
         fields = list(fields)
-        self._keys: list[str] = [field.key for field in fields]
-        self._names: list[str] = [field.name for field in fields]
-        self._values: list[str] = [field.value for field in fields]
-        self._raws: list[str | None] = [field.raw for field in fields]
+        if fields:
+            keys, names, values, raws = (list(column) for column in zip(*fields, strict=True))
+        else:
+            keys, names, values, raws = [], [], [], []
+        self._keys: list[str] = keys
+        self._names: list[str] = names
+        self._values: list[str] = values
+        self._raws: list[str | None] = raws
         self._cache: dict[str, Any] = {}
         self.edited = False
         # Whether typed views parse URIs and addresses strictly (the gateway)
@@ -288,8 +294,10 @@ class Headers:
         return len(self._keys)
 
     def __iter__(self) -> Iterator[HeaderField]:
-        for columns in zip(self._keys, self._names, self._values, self._raws, strict=True):
-            yield make_field(HeaderField, columns)
+        for key, name, value, raw in zip(
+            self._keys, self._names, self._values, self._raws, strict=True
+        ):
+            yield make_field(HeaderField, (key, name, value.strip(" \t"), raw))
 
     def __contains__(self, name: str) -> bool:
         return _key_or_fail(name) in self._keys
@@ -306,7 +314,7 @@ class Headers:
         """The value of the first field called ``name``, or ``None``."""
         key = KEY_CACHE.get(name) or _key_or_fail(name)
         try:
-            return self._values[self._keys.index(key)]
+            return self._values[self._keys.index(key)].strip(" \t").strip(" \t")
         except ValueError:
             return None
 
@@ -316,7 +324,7 @@ class Headers:
         if key not in self._keys:
             return []
         values = self._values
-        return [values[index] for index, each in enumerate(self._keys) if each == key]
+        return [values[index].strip(" \t") for index, each in enumerate(self._keys) if each == key]
 
     def values(self, name: str) -> list[str]:
         """Every element of a list header across all its fields, comma-split."""

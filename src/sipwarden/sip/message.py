@@ -63,7 +63,17 @@ class Message:
         raw: bytes | None = None,
         defects: list[Defect] | None = None,
     ) -> None:
-        self.headers = headers if headers is not None else Headers()
+        self._setup(headers if headers is not None else Headers(), body, version, raw, defects)
+
+    def _setup(
+        self,
+        headers: Headers,
+        body: bytes,
+        version: str,
+        raw: bytes | None,
+        defects: list[Defect] | None,
+    ) -> None:
+        self.headers = headers
         self.body = body
         self.version = version
         self._raw = raw
@@ -246,6 +256,19 @@ class Request(Message):
 
     def __init__(self, method: str, uri: str, **fields: Unpack[MessageFields]) -> None:
         super().__init__(**fields)
+        self._set_start(method, uri)
+
+    @classmethod
+    def parsed(
+        cls, method: str, uri: str, version: str, headers: Headers, defects: list[Defect] | None
+    ) -> Request:
+        """The parser's constructor: positional, no keyword packing (hot path)."""
+        request = cls.__new__(cls)
+        request._setup(headers, b"", version, None, defects)
+        request._set_start(method, uri)
+        return request
+
+    def _set_start(self, method: str, uri: str) -> None:
         self._method = method
         self._uri = uri
         self._uri_parsed: Uri | None = None
@@ -291,6 +314,19 @@ class Response(Message):
 
     def __init__(self, status: int, reason: str, **fields: Unpack[MessageFields]) -> None:
         super().__init__(**fields)
+        self._set_start(status, reason)
+
+    @classmethod
+    def parsed(
+        cls, status: int, reason: str, version: str, headers: Headers, defects: list[Defect] | None
+    ) -> Response:
+        """The parser's constructor: positional, no keyword packing (hot path)."""
+        response = cls.__new__(cls)
+        response._setup(headers, b"", version, None, defects)
+        response._set_start(status, reason)
+        return response
+
+    def _set_start(self, status: int, reason: str) -> None:
         self._status = status
         self._reason = reason
 

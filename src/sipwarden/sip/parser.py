@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from sipwarden.errors import LocalProtocolError, RemoteProtocolError
 
-from .abnf import DIGITS, SIP_VERSION, TOKEN
+from .abnf import SIP_VERSION, TOKEN
 from .headers import KEY_CACHE, HeaderField, Headers, header_key, make_field
 from .limits import DEFAULT_LIMITS, ParserLimits
 from .message import Defect, Message, Request, Response
@@ -156,10 +156,17 @@ def _parse_head(
             ),
         )
         lines = _ANY_EOL.split(head)
-    message = _parse_start_line(lines[0], start, defects)
-    headers = message.headers = _parse_fields(head, lines, start, defects, limits)
-    if defects is not None:
-        message.defects = defects  # the same list: later defects land on the message too
+    start_line = _parse_start_line(lines[0], start, defects)
+    headers = _parse_fields(head, lines, start, defects, limits)
+    # The same defect list: defects found later (body, full parse) land on the message too.
+    message: Message
+    if start_line.is_request:
+        message = Request(start_line.first, start_line.second, headers=headers, defects=defects)
+    else:
+        message = Response(
+            int(start_line.first), start_line.second, headers=headers, defects=defects
+        )
+    message.version = start_line.version
     return message, _content_length(headers, start, defects, stream=stream)
 
 
@@ -172,13 +179,20 @@ def _first_bare_eol(head: str) -> int:
     return 0
 
 
-def _parse_start_line(line: str, offset: int, defects: list[Defect] | None) -> Message:
+class _StartLine(NamedTuple):
+    is_request: bool
+    first: str  # method, or status code
+    second: str  # Request-URI, or reason phrase
+    version: str
+
+
+def _parse_start_line(line: str, offset: int, defects: list[Defect] | None) -> _StartLine:
     if line[:4].upper() == "SIP/":
         return _parse_status_line(line, offset, defects)
     return _parse_request_line(line, offset, defects)
 
 
-def _parse_request_line(line: str, offset: int, defects: list[Defect] | None) -> Request:
+def _parse_request_line(line: str, offset: int, defects: list[Defect] | None) -> _StartLine:
     # Request-Line = Method SP Request-URI SP SIP-Version CRLF (RFC 3261 25.1):
     # exactly one SP between the parts (RFC 4475 lwsstart, trws, lwsruri).
     parts = line.split(" ")
@@ -208,10 +222,10 @@ def _parse_request_line(line: str, offset: int, defects: list[Defect] | None) ->
             ),
         )
     _check_version(version, offset + _byte_length(line[: len(line) - len(version)]), defects)
-    return Request(method, uri, headers=Headers(), version=version)
+    return _StartLine(True, method, uri, version)
 
 
-def _parse_status_line(line: str, offset: int, defects: list[Defect] | None) -> Response:
+def _parse_status_line(line: str, offset: int, defects: list[Defect] | None) -> _StartLine:
     # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
     parts = line.split(" ", 2)
     if len(parts) != 3:
@@ -243,7 +257,7 @@ def _parse_status_line(line: str, offset: int, defects: list[Defect] | None) -> 
                 offset=offset,
             ),
         )
-    return Response(int(code), reason, headers=Headers(), version=version)
+    return _StartLine(False, code, reason, version)
 
 
 def _check_version(version: str, offset: int, defects: list[Defect] | None) -> None:
@@ -295,7 +309,8 @@ def _parse_fields(
         raws
         and "\r\n " not in head
         and "\r\n\t" not in head
-        and max(map(len, raws)) <= limits.max_line_length
+        # A head shorter than the line limit cannot hold a line over it.
+        and (len(head) <= limits.max_line_length or max(map(len, raws)) <= limits.max_line_length)
     ):
         names, colons, values = zip(*[line.partition(":") for line in raws], strict=True)
         keys = list(map(_KEY_CACHE_GET, names))
@@ -398,7 +413,7 @@ def _content_length(
                 offset=start,
             ),
         )
-    if DIGITS.fullmatch(value) is None or len(value) > 10:
+    if not (value.isascii() and value.isdigit()) or len(value) > 10:
         _report(
             defects,
             RemoteProtocolError(
