@@ -80,7 +80,8 @@ class Engine:
         max_banned: int = 100_000,
     ) -> None:
         self.detectors = tuple(detectors)
-        self.correlator = correlator or Correlator()
+        # "is not None": an empty Correlator is falsy (it has __len__).
+        self.correlator = correlator if correlator is not None else Correlator()
         self.ban_policy = BanPolicy(bans or BanSettings())
         # Sources the engine itself has banned, until when: in-line, their
         # messages are dropped before any detector runs.
@@ -93,9 +94,12 @@ class Engine:
         """Inspect one observation; returns the shared empty result when nothing happened."""
         if obs.ts >= self._next_expiry:
             self.expire(obs.ts)
-        findings = Findings(self._correlate(obs))
+        request = self._correlate(obs)
+        findings = Findings(request)
         for detector in self.detectors:
             detector.observe(obs, findings)
+        if request is not None and not findings.events:
+            self._protect_registered(request, obs)
         if not findings.events:
             banned_until = self._banned.get(obs.src)
             if banned_until is not None and obs.ts < banned_until:
@@ -115,18 +119,24 @@ class Engine:
             self.correlator.remember(obs, message)
             return None
         if isinstance(message, Response):
-            record = self.correlator.answer(message)
-            if (
-                record is not None
-                and record.method == "REGISTER"
-                and record.has_credentials
-                and 200 <= message.status < 300
-            ):
-                # A source that registers with valid credentials is a customer:
-                # never banned by the engine (DESIGN security defaults).
-                self.ban_policy.protect(record.src, obs.ts)
-            return record
+            return self.correlator.answer(message)
         return None
+
+    def _protect_registered(self, request: RequestRecord, obs: Observation) -> None:
+        """A source that registers with valid credentials is a customer: never banned.
+
+        Called only when the detectors reported nothing about this answer, so
+        a cracker whose guess finally succeeded (cracking.succeeded fires on
+        that very 200) is not rewarded with protection.
+        """
+        message = obs.message
+        if (
+            isinstance(message, Response)
+            and request.method == "REGISTER"
+            and request.has_credentials
+            and 200 <= message.status < 300
+        ):
+            self.ban_policy.protect(request.src, obs.ts)
 
     def _decide_bans(self, events: list[SecurityEvent], now: float) -> tuple[BanDecision, ...]:
         by_source: dict[str, list[SecurityEvent]] = {}
