@@ -102,7 +102,7 @@ class _Always:
                     source=obs.src,
                     rule="test.always",
                     summary="always",
-                )  # fmt: skip
+                )
             )
             findings.propose(Verdict(action=Action.DROP, rule="test.always"))
 
