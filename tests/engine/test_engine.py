@@ -141,3 +141,11 @@ def test_the_correlator_is_bounded() -> None:
     for seq in range(1, 5000):
         engine.inspect(register(f"10.{seq // 250}.{seq % 250}.1", seq))
     assert len(engine.correlator) <= 100
+
+
+def test_allowlisted_trunks_are_reported_on_but_never_dropped_in_line() -> None:
+    engine = Engine([_Always()], bans=BanSettings(allowlist=("198.51.100.0/24",)))
+    inspection = engine.inspect(register("198.51.100.77", 1))
+    assert inspection.events
+    assert inspection.verdict.allowed
+    assert not engine.inspect(register("203.0.113.1", 2)).verdict.allowed

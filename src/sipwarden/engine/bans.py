@@ -60,8 +60,11 @@ class BanPolicy:
         self._protected.put(source, now, now)
 
     def is_allowlisted(self, source: str) -> bool:
-        if source in self._protected:
-            return True
+        """Never banned: a configured network, or a source that registered successfully."""
+        return source in self._protected or self.is_trusted(source)
+
+    def is_trusted(self, source: str) -> bool:
+        """In a configured allowlist network (trunks, management, monitoring)."""
         try:
             address = ipaddress.ip_address(source)
         except ValueError:

@@ -100,6 +100,10 @@ class Engine:
             detector.observe(obs, findings)
         if request is not None and not findings.events:
             self._protect_registered(request, obs)
+        if findings.verdict is not ALLOW and self.ban_policy.is_trusted(obs.src):
+            # Allowlisted trunks are reported on but never dropped or rejected
+            # in-line: a busy trunk over a rate limit must keep working.
+            findings.verdict = ALLOW
         if not findings.events:
             banned_until = self._banned.get(obs.src)
             if banned_until is not None and obs.ts < banned_until:

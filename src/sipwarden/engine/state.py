@@ -117,8 +117,11 @@ class SlidingWindow:
             return  # the same bucket, or a timestamp from the past (reordered capture)
         counts = self._counts
         size = len(counts)
-        for step in range(self._latest + 1, min(index, self._latest + size) + 1):
-            counts[step % size] = 0
+        if index - self._latest >= size:
+            counts[:] = [0] * size  # idle for a whole window: one slice, not a loop
+        else:
+            for step in range(self._latest + 1, index + 1):
+                counts[step % size] = 0
         self._latest = index
 
 
@@ -168,7 +171,9 @@ def prefix64(address: str) -> str | None:
     if ":" not in address:
         return None
     try:
-        network = ipaddress.IPv6Network(f"{address}/64", strict=False)
+        parsed = ipaddress.IPv6Address(address)
     except ValueError:
         return None
-    return str(network)
+    if parsed.ipv4_mapped is not None:
+        return None  # ::ffff:a.b.c.d is one IPv4 host, not a /64 of many
+    return str(ipaddress.IPv6Network(f"{parsed}/64", strict=False))
