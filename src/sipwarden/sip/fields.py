@@ -588,8 +588,10 @@ def message_errors(message: Message) -> Iterator[RemoteProtocolError]:
     try:
         yield from _errors_of(message)
     finally:
+        # The views that passed strict checking stay cached: lenient parsing
+        # only accepts more, so for valid values both give the same result and
+        # the detectors need not parse them again. Failed views were never cached.
         headers.strict = False
-        headers.clear_cache()
 
 
 def _errors_of(message: Message) -> Iterator[RemoteProtocolError]:
