@@ -186,7 +186,9 @@ def gateway() -> NoReturn:
 # --------------------------------------------------------------------------- monitor
 
 
-@cli.command(short_help="Passive analysis of SIP traffic: captures (live and HEP later).")
+@cli.command(
+    short_help="Passive detection of attacks in SIP traffic (captures; live and HEP later)."
+)
 @click.option(
     "--pcap",
     "pcaps",
@@ -239,8 +241,13 @@ def monitor(
       sipwarden monitor --pcap monday.pcapng --pcap tuesday.pcapng --json > events.jsonl
       tcpdump -i eth0 -w capture.pcap    (capture first, then analyse the file)
 
-    Exit code 0 when the analysis ran, 2 when it could not (bad option, bad
-    configuration, unreadable capture).
+    Events go to the store (store.path, SQLite) and, with --json, to stdout as one
+    JSON object per line (fields: time, kind, severity, source, account, rule,
+    summary, evidence, detail; bans as kind "ban"); without --json a report of the
+    top offenders follows the analysis.
+
+    Exit code 0 when the analysis ran, 1 when a capture was damaged (what came
+    before the damage is still analysed), 2 when it could not run.
     """
     if interface is not None:
         raise _CannotRun(
@@ -262,10 +269,10 @@ def monitor(
             ctx=ctx,
         )
     config = _state(ctx).config()
-    # Imported here so that `--help` and the other commands do not load the capture code.
-    from sipwarden.monitor.summary import summarize_pcaps  # noqa: PLC0415
+    # Imported here so that `--help` and the other commands do not load the engine.
+    from sipwarden.monitor.command import monitor_pcaps  # noqa: PLC0415
 
-    code: int = summarize_pcaps(pcaps, config=config, json_lines=json_lines, out=sys.stdout)
+    code: int = monitor_pcaps(pcaps, config=config, json_lines=json_lines, out=sys.stdout)
     ctx.exit(code)
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "MonitorConfig",
     "ParserConfig",
     "SipConfig",
+    "StoreConfig",
     "load_config",
     "parse_config",
     "render_example_config",
@@ -189,6 +190,19 @@ class MonitorConfig(_Section):
     )
 
 
+class StoreConfig(_Section):
+    """Persistence: where security events and bans are kept. The embedded default is a
+    SQLite file, which needs no server; a later query or the dashboard reads it."""
+
+    path: str = Field(
+        default="sipwarden.sqlite3",
+        description=(
+            "SQLite file that keeps events and bans, created when missing. An empty string "
+            "keeps nothing (events still go to the report or the JSON output)."
+        ),
+    )
+
+
 class Config(_Section):
     """The whole sipwarden configuration: one table per section."""
 
@@ -196,6 +210,7 @@ class Config(_Section):
     sip: SipConfig = Field(default_factory=SipConfig)
     parser: ParserConfig = Field(default_factory=ParserConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
 
 # --------------------------------------------------------------------------- loading

@@ -12,13 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sipwarden.engine.contract import Direction, Observation
+from sipwarden.engine.state import BoundedTable
 from sipwarden.errors import RemoteProtocolError
 from sipwarden.net.packet import PacketDecoder, Segment
-from sipwarden.net.pcap import open_capture
+from sipwarden.net.pcap import CapturedPacket, open_capture
+from sipwarden.net.tcp import FlowKey, SipStreamDemux, StreamChunk, TcpReassembler
 from sipwarden.sip.limits import DEFAULT_LIMITS, ParserLimits
-from sipwarden.sip.parser import looks_like_sip, parse_message
+from sipwarden.sip.message import Message
+from sipwarden.sip.parser import KeepAlive, looks_like_sip, parse_message
 
-__all__ = ["SourceOptions", "observation_of_datagram", "observations_from_pcap"]
+__all__ = [
+    "CaptureObserver",
+    "SourceOptions",
+    "observation_of_datagram",
+    "observations_from_pcap",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,23 +71,92 @@ def observation_of_datagram(
     )  # fmt: skip
 
 
+class CaptureObserver:
+    """Turns captured packets into observations: UDP datagrams, and TCP streams reassembled.
+
+    One per capture source; all its state (fragments, TCP flows, stream
+    parsers, the set of flows recognised as SIP) is bounded.
+    """
+
+    def __init__(self, options: SourceOptions) -> None:
+        self.options = options
+        self._decoder = PacketDecoder()
+        self._tcp = TcpReassembler()
+        self._streams = SipStreamDemux(limits=options.limits)
+        # TCP flows recognised as SIP by their first payload on a port not
+        # configured as SIP (bounded like every other table).
+        self._sniffed: BoundedTable[tuple[str, int, str, int], bool] = BoundedTable(
+            max_entries=65536, ttl=3600.0
+        )
+
+    def observe(self, packet: CapturedPacket) -> list[Observation]:
+        segment = self._decoder.decode(packet.linktype, packet.data, packet.ts_ns)
+        if segment is None:
+            return []
+        if segment.proto == "udp":
+            if not segment.payload or not self.options.is_sip(segment):
+                return []
+            observation = observation_of_datagram(packet.ts_ns / 1e9, segment, self.options)
+            return [] if observation is None else [observation]
+        if not self._is_sip_flow(segment, packet.ts_ns / 1e9):
+            return []
+        return self._stream_observations(self._tcp.add(packet.ts_ns, segment))
+
+    def finish(self, now_ns: int) -> list[Observation]:
+        """Flush what the TCP reassembler still holds (end of the capture)."""
+        return self._stream_observations(self._tcp.close_all(now_ns))
+
+    def _is_sip_flow(self, segment: Segment, now: float) -> bool:
+        if segment.sport in self.options.ports or segment.dport in self.options.ports:
+            return True
+        key = (segment.src, segment.sport, segment.dst, segment.dport)
+        if key in self._sniffed:
+            return True
+        if segment.payload and self.options.sniff_any_port and looks_like_sip(segment.payload):
+            self._sniffed.put(key, True, now)
+            self._sniffed.put((segment.dst, segment.dport, segment.src, segment.sport), True, now)
+            return True
+        return False
+
+    def _stream_observations(self, chunks: list[StreamChunk]) -> list[Observation]:
+        out: list[Observation] = []
+        for flow, ts_ns, event in self._streams.feed_all(chunks):
+            if isinstance(event, KeepAlive):
+                continue
+            if isinstance(event, RemoteProtocolError):
+                out.append(_tcp_observation(ts_ns, flow, b"", None, event))
+                continue
+            if not self.options.strict:
+                event.collect_defects()
+            out.append(_tcp_observation(ts_ns, flow, event.to_bytes(), event, None))
+        return out
+
+
+def _tcp_observation(
+    ts_ns: int,
+    flow: FlowKey,
+    raw: bytes,
+    message: Message | None,
+    error: RemoteProtocolError | None,
+) -> Observation:
+    return Observation(
+        ts_ns / 1e9, flow.src, flow.sport, flow.dst, flow.dport,
+        "tcp", Direction.UNKNOWN, raw, message, error,
+    )  # fmt: skip
+
+
 def observations_from_pcap(
     path: str | Path, options: SourceOptions | None = None
 ) -> Iterator[Observation]:
-    """Every SIP-over-UDP message in a capture, in capture order, as observations.
+    """Every SIP message in a capture (UDP, and TCP reassembled), in capture order.
 
     A damaged capture raises :class:`~sipwarden.errors.CaptureError` after
     everything before the damage was yielded.
     """
-    options = options or SourceOptions()
-    decoder = PacketDecoder()
+    observer = CaptureObserver(options or SourceOptions())
+    last_ns = 0
     with open_capture(path) as capture:
         for packet in capture:
-            segment = decoder.decode(packet.linktype, packet.data, packet.ts_ns)
-            if segment is None or segment.proto != "udp" or not segment.payload:
-                continue
-            if not options.is_sip(segment):
-                continue
-            observation = observation_of_datagram(packet.ts_ns / 1e9, segment, options)
-            if observation is not None:
-                yield observation
+            last_ns = packet.ts_ns
+            yield from observer.observe(packet)
+    yield from observer.finish(last_ns)

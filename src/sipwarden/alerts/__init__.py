@@ -1,0 +1,1 @@
+"""Alert sinks: how security events leave sipwarden (JSON lines, human text, the store)."""
