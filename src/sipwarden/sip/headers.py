@@ -314,7 +314,7 @@ class Headers:
         """The value of the first field called ``name``, or ``None``."""
         key = KEY_CACHE.get(name) or _key_or_fail(name)
         try:
-            return self._values[self._keys.index(key)].strip(" \t").strip(" \t")
+            return self._values[self._keys.index(key)].strip(" \t")
         except ValueError:
             return None
 

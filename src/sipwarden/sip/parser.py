@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final
 
 from sipwarden.errors import LocalProtocolError, RemoteProtocolError
 
@@ -146,7 +146,8 @@ def _parse_head(
     head = data[start:head_end].decode("utf-8", "surrogateescape")
     lines = head.split("\r\n")
     crlf_count = len(lines) - 1
-    if head.count("\n") != crlf_count or head.count("\r") != crlf_count:
+    clean = head.count("\n") == crlf_count and head.count("\r") == crlf_count
+    if not clean:
         _report(
             defects,
             RemoteProtocolError(
@@ -156,17 +157,17 @@ def _parse_head(
             ),
         )
         lines = _ANY_EOL.split(head)
-    start_line = _parse_start_line(lines[0], start, defects)
-    headers = _parse_fields(head, lines, start, defects, limits)
+    is_request, first, second, version = _parse_start_line(lines[0], start, defects)
+    headers = _parse_fields_fast(head, lines, defects, limits) if clean else None
+    if headers is None:
+        fields = _parse_fields_carefully(lines, start, defects, limits)
+        headers = Headers(fields, strict=defects is None)
     # The same defect list: defects found later (body, full parse) land on the message too.
     message: Message
-    if start_line.is_request:
-        message = Request(start_line.first, start_line.second, headers=headers, defects=defects)
+    if is_request:
+        message = Request.parsed(first, second, version, headers, defects)
     else:
-        message = Response(
-            int(start_line.first), start_line.second, headers=headers, defects=defects
-        )
-    message.version = start_line.version
+        message = Response.parsed(int(first), second, version, headers, defects)
     return message, _content_length(headers, start, defects, stream=stream)
 
 
@@ -179,11 +180,9 @@ def _first_bare_eol(head: str) -> int:
     return 0
 
 
-class _StartLine(NamedTuple):
-    is_request: bool
-    first: str  # method, or status code
-    second: str  # Request-URI, or reason phrase
-    version: str
+# (is_request, method or status code, Request-URI or reason phrase, version):
+# a plain tuple, built once per message.
+_StartLine = tuple[bool, str, str, str]
 
 
 def _parse_start_line(line: str, offset: int, defects: list[Defect] | None) -> _StartLine:
@@ -222,7 +221,7 @@ def _parse_request_line(line: str, offset: int, defects: list[Defect] | None) ->
             ),
         )
     _check_version(version, offset + _byte_length(line[: len(line) - len(version)]), defects)
-    return _StartLine(True, method, uri, version)
+    return (True, method, uri, version)
 
 
 def _parse_status_line(line: str, offset: int, defects: list[Defect] | None) -> _StartLine:
@@ -257,7 +256,7 @@ def _parse_status_line(line: str, offset: int, defects: list[Defect] | None) -> 
                 offset=offset,
             ),
         )
-    return _StartLine(False, code, reason, version)
+    return (False, code, reason, version)
 
 
 def _check_version(version: str, offset: int, defects: list[Defect] | None) -> None:
@@ -287,49 +286,50 @@ def _check_version(version: str, offset: int, defects: list[Defect] | None) -> N
         )
 
 
-def _parse_fields(
-    head: str,
-    lines: list[str],
-    start: int,
-    defects: list[Defect] | None,
-    limits: ParserLimits,
-) -> Headers:
-    raws = lines[1:]
-    if len(raws) > limits.max_header_count:
+def _check_header_count(lines: int, limits: ParserLimits) -> None:
+    if lines > limits.max_header_count:
         raise RemoteProtocolError(
-            f"{len(raws)} header lines exceed the {limits.max_header_count} limit",
+            f"{lines} header lines exceed the {limits.max_header_count} limit",
             rule="max_header_count",
-            offset=start,
+            offset=0,
         )
+
+
+def _parse_fields_fast(
+    head: str, lines: list[str], defects: list[Defect] | None, limits: ParserLimits
+) -> Headers | None:
+    """The common case in a few C-level passes; ``None`` sends the head to the careful loop.
+
+    It applies when there are no folded lines, the head is shorter than the
+    line limit (so no line can exceed it), every line has a colon, and every
+    name is already in the key cache (which only ever holds valid token names
+    written without space before the colon).
+    """
+    raws = lines[1:]
+    _check_header_count(len(raws), limits)
     strict = defects is None
-    # Fast path: no folded lines. A few C-level passes split every line at
-    # its colon; the key cache only holds valid token names, so a miss (new
-    # name, space before the colon, no colon) takes the careful loop.
-    if (
-        raws
-        and "\r\n " not in head
-        and "\r\n\t" not in head
-        # A head shorter than the line limit cannot hold a line over it.
-        and (len(head) <= limits.max_line_length or max(map(len, raws)) <= limits.max_line_length)
-    ):
-        names, colons, values = zip(*[line.partition(":") for line in raws], strict=True)
-        keys = list(map(_KEY_CACHE_GET, names))
-        if None not in keys and "" not in colons:
-            return Headers.from_columns(
-                keys,  # type: ignore[arg-type]  # None was ruled out just above
-                list(names),
-                [value.strip(" \t") for value in values],
-                list(raws),
-                strict=strict,
-            )
-    fields = _parse_fields_carefully(lines, start, defects, limits)
-    return Headers(fields, strict=strict)
+    if not raws:
+        return Headers(strict=strict)
+    if "\r\n " in head or "\r\n\t" in head or len(head) > limits.max_line_length:
+        return None
+    names, colons, values = zip(*[line.partition(":") for line in raws], strict=True)
+    keys = list(map(_KEY_CACHE_GET, names))
+    if None in keys or "" in colons:
+        return None
+    return Headers.from_columns(
+        keys,  # type: ignore[arg-type]  # None was ruled out just above
+        list(names),
+        list(values),  # trimmed when read (see Headers)
+        raws,  # type: ignore[arg-type]  # a fresh list[str] the Headers now own
+        strict=strict,
+    )
 
 
 def _parse_fields_carefully(
     lines: list[str], start: int, defects: list[Defect] | None, limits: ParserLimits
 ) -> list[HeaderField]:
     """Line by line: folding, odd spacing, unknown names, each broken rule reported."""
+    _check_header_count(len(lines) - 1, limits)
     fields: list[HeaderField] = []
     append = fields.append
     max_line = limits.max_line_length
