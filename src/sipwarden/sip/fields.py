@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sipwarden.errors import RemoteProtocolError
 
-from .abnf import CALL_ID, DIGITS, TOKEN, TOKEN_CHARS
+from .abnf import CALL_ID, TOKEN, TOKEN_CHARS
 from .digest import DigestChallenge, DigestCredentials, parse_challenge, parse_credentials
 from .headers import Headers, split_list
 from .memo import Memo
 from .uri import NameAddr, SipUri, parse_name_addr, parse_uri
 
 if TYPE_CHECKING:
-    from .message import Message
+    from .message import Message, Request
 
 __all__ = [
     "CSeq",
@@ -96,9 +96,8 @@ class Via:
 
     __slots__ = ("host", "params", "port", "protocol", "raw", "transport", "version")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - positional: built once per Via on the hot path
         self,
-        *,
         protocol: str,
         version: str,
         transport: str,
@@ -159,15 +158,7 @@ def parse_via(value: str) -> Via:
         params = parse_params(rest, rule="RFC 3261 25.1 via-params")
     except RemoteProtocolError as error:
         raise _shifted(error, match.start(6)) from None
-    return Via(
-        protocol=protocol,
-        version=version,
-        transport=transport.upper(),
-        host=host,
-        port=port,
-        params=params,
-        raw=value,
-    )
+    return Via(protocol, version, transport.upper(), host, port, params, value)
 
 
 def parse_via_headers(headers: Headers) -> list[Via]:
@@ -237,14 +228,19 @@ def _scalar(headers: Headers, key: str, name: str, maximum: int, rule: str) -> i
     value = headers.get(key)
     if value is None:
         return None
-    if DIGITS.fullmatch(value) is None or len(value) > 10 or int(value) > maximum:
+    # isascii() first: isdigit() alone accepts other scripts' digits ("٣").
+    if not (value.isascii() and value.isdigit()) or len(value) > 10:
+        number = maximum + 1
+    else:
+        number = int(value)
+    if number > maximum:
         raise RemoteProtocolError(
             f"{value[:20]!r} is not an integer from 0 to {maximum}",
             rule=rule,
             offset=0,
             header=name,
         )
-    return int(value)
+    return number
 
 
 def parse_max_forwards(headers: Headers) -> int | None:
@@ -505,10 +501,11 @@ def _check_warning(message: Message) -> None:
 
 
 def _check_request_uri(message: Message) -> None:
-    from .message import Request  # noqa: PLC0415 - message imports this module
-
-    if not isinstance(message, Request):
+    # is_request, not isinstance: message.py imports this module, and an
+    # import inside a function on every message costs more than the check.
+    if not message.is_request:
         return
+    message = cast("Request", message)
     try:
         # The strict view is the cached Request-URI; a lenient message's is not.
         uri = message.request_uri if message.headers.strict else parse_uri(message.uri)
@@ -526,13 +523,14 @@ def _check_request_uri(message: Message) -> None:
 
 
 def _check_cseq_method(message: Message) -> None:
-    from .message import Request  # noqa: PLC0415 - message imports this module
-
-    cseq = message.cseq
-    if isinstance(message, Request) and cseq is not None and cseq.method != message.method:
+    if not message.is_request:
+        return
+    request = cast("Request", message)
+    cseq = request.cseq
+    if cseq is not None and cseq.method != request.method:
         # RFC 3261 8.1.1.5 / RFC 4475 3.1.2.17-18 (mismatch01, mismatch02).
         raise RemoteProtocolError(
-            f"CSeq method {cseq.method} differs from the request method {message.method}",
+            f"CSeq method {cseq.method} differs from the request method {request.method}",
             rule="RFC 3261 8.1.1.5 CSeq method",
             offset=0,
             header="CSeq",
@@ -541,28 +539,28 @@ def _check_cseq_method(message: Message) -> None:
 
 # The typed views the full parse forces (their parsers raise on bad grammar),
 # in the order a strict gateway reports them, then the checks with no view.
-_TYPED_VIEWS = (
-    ("via", "via"),
-    ("from_", "from"),
-    ("to", "to"),
-    ("call_id", "call-id"),
-    ("cseq", "cseq"),
-    ("max_forwards", "max-forwards"),
-    ("contact", "contact"),
-    ("content_length", "content-length"),
-    ("content_type", "content-type"),
-    ("route", "route"),
-    ("record_route", "record-route"),
-    ("expires", "expires"),
-    ("diversion", "diversion"),
-    ("history_info", "history-info"),
-    ("supported", "supported"),
-    ("require", "require"),
-    ("proxy_require", "proxy-require"),
-    ("authorization", "authorization"),
-    ("proxy_authorization", "proxy-authorization"),
-    ("www_authenticate", "www-authenticate"),
-    ("proxy_authenticate", "proxy-authenticate"),
+_TYPED_VIEWS: tuple[tuple[str, Callable[[Headers], object]], ...] = (
+    ("via", parse_via_headers),
+    ("from", parse_from),
+    ("to", parse_to),
+    ("call-id", parse_call_id),
+    ("cseq", parse_cseq),
+    ("max-forwards", parse_max_forwards),
+    ("contact", parse_contact),
+    ("content-length", parse_content_length),
+    ("content-type", parse_content_type),
+    ("route", parse_route),
+    ("record-route", parse_record_route),
+    ("expires", parse_expires),
+    ("diversion", parse_diversion),
+    ("history-info", parse_history_info),
+    ("supported", parse_supported),
+    ("require", parse_require),
+    ("proxy-require", parse_proxy_require),
+    ("authorization", parse_authorization),
+    ("proxy-authorization", parse_proxy_authorization),
+    ("www-authenticate", parse_www_authenticate),
+    ("proxy-authenticate", parse_proxy_authenticate),
 )
 _OTHER_CHECKS: tuple[Callable[[Message], None], ...] = (
     _check_cseq_method,
@@ -600,11 +598,12 @@ def _errors_of(message: Message) -> Iterator[RemoteProtocolError]:
     except RemoteProtocolError as error:
         yield error
     present = message.headers.keys()
-    for view, key in _TYPED_VIEWS:
+    headers = message.headers
+    for key, parse in _TYPED_VIEWS:
         if key not in present:
             continue  # an absent header has nothing to check (presence is checks.py's)
         try:
-            getattr(message, view)
+            headers.typed(key, parse)
         except RemoteProtocolError as error:
             yield error
     for check in _OTHER_CHECKS:
@@ -615,9 +614,23 @@ def _errors_of(message: Message) -> Iterator[RemoteProtocolError]:
 
 
 def validate_message(message: Message) -> None:
-    """Raise the first grammar error the full parse finds."""
-    for error in message_errors(message):
-        raise error
+    """Raise the first grammar error the full parse finds.
+
+    The strict gateway runs this on every message, so it is the straight
+    loop of :func:`_errors_of` without a generator or a handler per check.
+    """
+    if not message.headers.strict:
+        for error in message_errors(message):
+            raise error
+        return
+    _check_request_uri(message)
+    headers = message.headers
+    present = headers.keys()
+    for key, parse in _TYPED_VIEWS:
+        if key in present:
+            headers.typed(key, parse)
+    for check in _OTHER_CHECKS:
+        check(message)
 
 
 def _with_header(error: RemoteProtocolError, header: str) -> RemoteProtocolError:

@@ -321,10 +321,12 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """The values of every field called ``name``, in order (not comma-split)."""
         key = KEY_CACHE.get(name) or _key_or_fail(name)
-        if key not in self._keys:
-            return []
+        keys = self._keys
+        count = keys.count(key)
+        if count <= 1:  # the common case, without a Python loop over every field
+            return [self._values[keys.index(key)].strip(" \t")] if count else []
         values = self._values
-        return [values[index].strip(" \t") for index, each in enumerate(self._keys) if each == key]
+        return [values[index].strip(" \t") for index, each in enumerate(keys) if each == key]
 
     def values(self, name: str) -> list[str]:
         """Every element of a list header across all its fields, comma-split."""
