@@ -13,13 +13,9 @@ import re
 
 __all__ = [
     "CALL_ID",
-    "DIGITS",
-    "LWS_CHARS",
     "SIP_VERSION",
-    "STATUS_CODE",
     "TOKEN",
     "TOKEN_CHARS",
-    "WORD",
 ]
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
@@ -29,7 +25,6 @@ TOKEN = re.compile(f"[{TOKEN_CHARS}]+")
 # word = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" /
 #        "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" / "{" / "}" )
 _WORD_CHARS = TOKEN_CHARS + '()<>:\\\\"/\\[\\]?{}'
-WORD = re.compile(f"[{_WORD_CHARS}]+")
 
 # callid = word [ "@" word ]  (RFC 3261 20.8)
 CALL_ID = re.compile(f"[{_WORD_CHARS}]+(?:@[{_WORD_CHARS}]+)?")
@@ -38,11 +33,3 @@ CALL_ID = re.compile(f"[{_WORD_CHARS}]+(?:@[{_WORD_CHARS}]+)?")
 # case-insensitive (RFC 5234 2.3), so "sip/2.0" is the same version.
 SIP_VERSION = re.compile(r"[Ss][Ii][Pp]/([0-9]+)\.([0-9]+)")
 
-# Status-Code = 3DIGIT (RFC 3261 25.1, extension-code = 3DIGIT)
-STATUS_CODE = re.compile(r"[1-6][0-9][0-9]")
-
-# 1*DIGIT, for the scalar header fields (CSeq number, Content-Length, Expires, ...)
-DIGITS = re.compile(r"[0-9]+")
-
-# LWS = [*WSP CRLF] 1*WSP; after unfolding only SP and HTAB remain.
-LWS_CHARS = " \t"
