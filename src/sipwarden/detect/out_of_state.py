@@ -62,12 +62,11 @@ from sipwarden.engine.contract import (
 from sipwarden.engine.engine import Findings
 from sipwarden.engine.state import BoundedTable, SlidingWindow, prefix64
 from sipwarden.errors import ConfigError, ProtocolError
-from sipwarden.sip.dialog import DIALOG_IDLE_TIMEOUT, MAX_DIALOGS, DialogTable
+from sipwarden.sip.dialog import DIALOG_IDLE_TIMEOUT, DialogTable
 from sipwarden.sip.message import Message, Request, Response
 from sipwarden.sip.timers import DEFAULT_TIMERS
 from sipwarden.sip.transaction import (
     MAX_TRANSACTION_AGE,
-    MAX_TRANSACTIONS,
     Ignored,
     TransactionKey,
     TransactionTable,
@@ -150,14 +149,17 @@ class OutOfStateSettings:
     # Methods whose 2xx creates a dialog (RFC 3261 12.1; RFC 6665 SUBSCRIBE;
     # RFC 3515 REFER), so that the NOTIFYs of subscriptions are in state.
     dialog_methods: frozenset[str] = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
-    # Bounds (DESIGN: everything bounded). A (source, rule) tally costs about
-    # 1 KiB (measured with tracemalloc), so 20k cost ~20 MiB; the other
-    # detectors keep the same number of sources. A transaction costs ~2.5 KiB
-    # plus the request it holds; the defaults are the sip layer's (sized for
-    # 1000 calls/s, see sipwarden.sip.transaction.MAX_TRANSACTIONS).
+    # Bounds (DESIGN: everything bounded; the whole engine stays under 200 MB
+    # under a flood of spoofed sources, tests/engine/test_memory.py). A
+    # (source, rule) tally costs about 1 KiB (tracemalloc), so 20k cost ~20 MiB.
+    # An observed transaction costs ~4.7 KiB with the request it holds
+    # (measured under a spoofed INVITE flood), so the passive view keeps 8192
+    # (~38 MiB): enough for ~128 new transactions/s within Timer B's 64 s. An
+    # evicted transaction only costs a missed out-of-state finding, and
+    # findings are suspended for a window after evictions (no false alarms).
     max_sources: int = 20_000
-    max_transactions: int = MAX_TRANSACTIONS
-    max_dialogs: int = MAX_DIALOGS
+    max_transactions: int = 8192
+    max_dialogs: int = 16_384
     idle_dialog_timeout: float = DIALOG_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:

@@ -21,7 +21,10 @@ __all__ = ["Correlator", "RequestRecord", "account_of", "user_of"]
 
 # Requests are answered within Timer B/F (32 s); a minute covers retransmissions.
 REQUEST_TTL = 64.0
-MAX_PENDING_REQUESTS = 200_000
+# A pending request costs ~0.8 KiB (record, key strings, table node): 65536 of
+# them ~50 MiB, within the engine's 200 MB flood budget (tests/engine/
+# test_memory.py), and room for ~1000 requests/s answered within 64 s.
+MAX_PENDING_REQUESTS = 65_536
 
 
 def user_of(uri: Uri | None) -> str | None:
