@@ -124,14 +124,19 @@ def test_monitor_without_a_source_is_a_usage_error() -> None:
     assert_clean_failure(result, "nothing to analyse", "--pcap")
 
 
-def test_monitor_interface_is_not_available_yet() -> None:
-    result = run("monitor", "--interface", "eth0")
-    assert_clean_failure(result, "--interface", "not available yet", "--pcap")
+def test_monitor_on_a_missing_interface_names_it() -> None:
+    result = run("monitor", "--interface", "nosuchif0", "--duration", "1")
+    assert_clean_failure(result, "nosuchif0")
 
 
-def test_monitor_hep_is_not_available_yet() -> None:
-    result = run("monitor", "--hep", "0.0.0.0:9060", "--json")
-    assert_clean_failure(result, "--hep", "not available yet", "--pcap")
+def test_monitor_hep_address_must_be_addr_port() -> None:
+    result = run("monitor", "--hep", "0.0.0.0", "--duration", "1")
+    assert_clean_failure(result, "--hep", "ADDR:PORT")
+
+
+def test_monitor_interface_and_hep_are_one_live_source_at_a_time() -> None:
+    result = run("monitor", "--interface", "lo", "--hep", "127.0.0.1:9060")
+    assert_clean_failure(result, "cannot be combined")
 
 
 def test_monitor_missing_capture_file() -> None:

@@ -201,13 +201,23 @@ def gateway() -> NoReturn:
     "--interface",
     metavar="IF",
     default=None,
-    help="Capture live on a network interface, e.g. a mirror port. (Not available yet.)",
+    help="Capture live on a network interface (a mirror port or tap; needs root or "
+    "CAP_NET_RAW). The kernel filters on sip.ports.",
 )
 @click.option(
     "--hep",
     metavar="ADDR:PORT",
     default=None,
-    help="Receive a HEP v3 feed (Kamailio, OpenSIPS, FreeSWITCH). (Not available yet.)",
+    help="Receive a HEP v1/v2/v3 feed (Kamailio siptrace, OpenSIPS proto_hep, Asterisk "
+    "res_hep, FreeSWITCH) on UDP and TCP.",
+)
+@click.option(
+    "--duration",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop a live source (--interface, --hep) after this many seconds; "
+    "default: run until Ctrl-C.",
 )
 @click.option(
     "--json",
@@ -216,17 +226,18 @@ def gateway() -> NoReturn:
     help="Write results as JSON lines (one object per line) instead of a readable report.",
 )
 @click.pass_context
-def monitor(
+def monitor(  # noqa: PLR0917 - click passes each option positionally
     ctx: click.Context,
     pcaps: tuple[str, ...],
     interface: str | None,
     hep: str | None,
+    duration: float | None,
     json_lines: bool,
 ) -> None:
     """Passive analysis: find attacks and fraud in SIP traffic without touching it.
 
-    The monitor reads SIP signalling from capture files (and later from a live
-    interface or a HEP feed) and reports scanners, extension enumeration, password
+    The monitor reads SIP signalling from capture files, a live interface or a HEP
+    feed and reports scanners, extension enumeration, password
     cracking, floods and suspicious calls. It never sends a packet, so it is safe to
     run on a copy of production traffic; run it on a sensor, not on the PBX. Use it to
     see what is hitting a PBX today, to investigate an incident from a capture, or to
@@ -239,7 +250,8 @@ def monitor(
     Examples:
       sipwarden monitor --pcap capture.pcap
       sipwarden monitor --pcap monday.pcapng --pcap tuesday.pcapng --json > events.jsonl
-      tcpdump -i eth0 -w capture.pcap    (capture first, then analyse the file)
+      sipwarden monitor --interface eth1 --json >> /var/log/sipwarden/events.jsonl
+      sipwarden monitor --hep 0.0.0.0:9060        (Kamailio: modparam("siptrace", ...))
 
     Events go to the store (store.path, SQLite) and, with --json, to stdout as one
     JSON object per line (fields: time, kind, severity, source, account, rule,
@@ -249,30 +261,27 @@ def monitor(
     Exit code 0 when the analysis ran, 1 when a capture was damaged (what came
     before the damage is still analysed), 2 when it could not run.
     """
-    if interface is not None:
-        raise _CannotRun(
-            "--interface: live capture is not available yet. Capture to a file and analyse "
-            f"it: `tcpdump -i {interface} -w capture.pcap`, then "
-            "`sipwarden monitor --pcap capture.pcap`.",
-            label="monitor",
-        )
-    if hep is not None:
-        raise _CannotRun(
-            "--hep: receiving a HEP feed is not available yet. Capture the SIP traffic to a "
-            "pcap file and run `sipwarden monitor --pcap FILE`.",
-            label="monitor",
-        )
-    if not pcaps:
+    if not pcaps and interface is None and hep is None:
         raise click.UsageError(
-            "nothing to analyse: give a source, e.g. --pcap capture.pcap "
-            "(--interface and --hep are planned).",
+            "nothing to analyse: give a source, e.g. --pcap capture.pcap, --interface eth1 "
+            "or --hep 0.0.0.0:9060",
             ctx=ctx,
         )
+    if interface is not None and hep is not None:
+        raise click.UsageError("--interface and --hep cannot be combined in one run", ctx=ctx)
     config = _state(ctx).config()
     # Imported here so that `--help` and the other commands do not load the engine.
-    from sipwarden.monitor.command import monitor_pcaps  # noqa: PLC0415
+    from sipwarden.monitor.command import run_monitor  # noqa: PLC0415
 
-    code: int = monitor_pcaps(pcaps, config=config, json_lines=json_lines, out=sys.stdout)
+    code: int = run_monitor(
+        pcaps=pcaps,
+        interface=interface,
+        hep=hep,
+        duration=duration,
+        config=config,
+        json_lines=json_lines,
+        out=sys.stdout,
+    )
     ctx.exit(code)
 
 

@@ -10,10 +10,11 @@ from sipwarden.config import Config
 from sipwarden.detect.registry import build_engine
 from sipwarden.store.sqlite import SqliteStore
 
+from .live import analyse_hep, analyse_interface
 from .run import MonitorRun, analyse_pcaps
 from .sources import SourceOptions
 
-__all__ = ["monitor_pcaps", "source_options"]
+__all__ = ["run_monitor", "source_options"]
 
 
 def source_options(config: Config) -> SourceOptions:
@@ -24,17 +25,33 @@ def source_options(config: Config) -> SourceOptions:
     )
 
 
-def monitor_pcaps(paths: Sequence[str], *, config: Config, json_lines: bool, out: TextIO) -> int:
-    """Analyse the captures; exit code 1 when one was damaged, else 0."""
+def run_monitor(
+    *,
+    pcaps: Sequence[str],
+    interface: str | None,
+    hep: str | None,
+    duration: float | None,
+    config: Config,
+    json_lines: bool,
+    out: TextIO,
+) -> int:
+    """Analyse the captures, then the live source if any; exit code 1 when a capture was damaged."""
     store = SqliteStore(config.store.path) if config.store.path else None
     run = MonitorRun(engine=build_engine(), json_out=out if json_lines else None, store=store)
+    options = source_options(config)
     try:
-        analyse_pcaps(paths, run, source_options(config))
+        if pcaps:
+            analyse_pcaps(pcaps, run, options)
+        if interface is not None:
+            analyse_interface(interface, run, options, duration=duration)
+        if hep is not None:
+            analyse_hep(hep, run, options, duration=duration)
     finally:
         if store is not None:
             store.close()
+    sources = [*pcaps, *(s for s in (interface, hep) if s is not None)]
     if not json_lines:
-        _write_report(run, paths, out)
+        _write_report(run, sources, out)
     else:
         for damage in run.damaged:
             out.write(to_json_line({"kind": "capture_error", "detail": damage}) + "\n")
@@ -42,8 +59,9 @@ def monitor_pcaps(paths: Sequence[str], *, config: Config, json_lines: bool, out
 
 
 def _write_report(run: MonitorRun, paths: Sequence[str], out: TextIO) -> None:
+    """The human summary: totals, damaged captures, then the top offenders."""
     out.write(
-        f"{run.messages} SIP messages in {len(paths)} capture(s): {run.malformed} malformed, "
+        f"{run.messages} SIP messages from {', '.join(paths)}: {run.malformed} malformed, "
         f"{run.events} security events, {run.bans} bans decided\n"
     )
     for damage in run.damaged:

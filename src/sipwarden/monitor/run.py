@@ -63,6 +63,8 @@ class MonitorRun:
             self.report.add_ban(ban)
             if self.json_out is not None:
                 self.json_out.write(to_json_line(ban_record(ban)) + "\n")
+        if self.json_out is not None:
+            self.json_out.flush()  # live sources: a SIEM sees the event now, not at exit
         if self.store is not None:
             self.store.add_events(inspection.events)
             self.store.add_bans(inspection.bans)

@@ -32,4 +32,3 @@ CALL_ID = re.compile(f"[{_WORD_CHARS}]+(?:@[{_WORD_CHARS}]+)?")
 # SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT; ABNF string literals are
 # case-insensitive (RFC 5234 2.3), so "sip/2.0" is the same version.
 SIP_VERSION = re.compile(r"[Ss][Ii][Pp]/([0-9]+)\.([0-9]+)")
-
