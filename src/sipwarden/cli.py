@@ -12,6 +12,7 @@ is not built yet, or any other ``SipwardenError``).
 
 from __future__ import annotations
 
+import gc
 import platform
 import sys
 from collections.abc import Sequence
@@ -445,6 +446,20 @@ def check(ctx: click.Context, path: str | None) -> None:
     click.echo(f"OK: {click.format_filename(chosen)}")
 
 
+def _tune_garbage_collector() -> None:
+    """Make the cyclic collector cheap for a process that holds large bounded tables.
+
+    The engine keeps up to a few hundred thousand small objects; with CPython's
+    default thresholds the collector rescans them so often that, under a
+    spoofed-source flood, it took ~40% of the time per message (141 us -> 82 us
+    per INVITE through the full engine with these thresholds). Memory stays
+    bounded by the tables themselves. Done here, in the process entry point,
+    so library users and tests keep the interpreter's defaults.
+    """
+    gc.set_threshold(100_000, 50, 100)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the ``sipwarden`` command (the console script's entry point)."""
+    _tune_garbage_collector()
     cli.main(args=list(argv) if argv is not None else None, prog_name="sipwarden")
