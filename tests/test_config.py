@@ -310,12 +310,22 @@ def test_parse_config_without_a_file_name() -> None:
 # ---------------------------------------------------------------- the model and its example
 
 
-def _sections() -> list[type[pydantic.BaseModel]]:
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)
+
+
+def _sections(model: type[pydantic.BaseModel] = Config) -> list[type[pydantic.BaseModel]]:
+    """Every section, nested ones ([detect.flood]) included."""
     found = []
-    for field in Config.model_fields.values():
+    for field in model.model_fields.values():
+        assert _is_section(field.annotation)
         assert isinstance(field.annotation, type)
-        assert issubclass(field.annotation, pydantic.BaseModel)
         found.append(field.annotation)
+        found.extend(
+            sub.annotation
+            for sub in field.annotation.model_fields.values()
+            if isinstance(sub.annotation, type) and _is_section(sub.annotation)
+        )
     return found
 
 
@@ -346,8 +356,11 @@ def test_example_documents_every_key() -> None:
         assert f"\n[{section_name}]\n" in example
         assert isinstance(field.annotation, type)
         assert issubclass(field.annotation, pydantic.BaseModel)
-        for key in field.annotation.model_fields:
-            assert f"\n{key} = " in example
+        for key, sub in field.annotation.model_fields.items():
+            if _is_section(sub.annotation):
+                assert f"\n[{section_name}.{key}]\n" in example
+            else:
+                assert f"\n{key} = " in example
     assert "Allowed: 1024 to 1048576." in example
     assert "Allowed: 1 to 65535 each." in example
     assert all(len(line) <= 100 for line in example.splitlines())

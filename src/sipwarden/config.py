@@ -31,7 +31,7 @@ import textwrap
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Final, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Final, get_args, get_origin
 
 import annotated_types
 from pydantic import (
@@ -45,6 +45,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from sipwarden.detection_config import BANS_SECTION, DETECT_SECTION
 from sipwarden.errors import ConfigError
 from sipwarden.logs import LogFormat, LogLevel
 from sipwarden.sip.limits import DEFAULT_LIMITS, ParserLimits
@@ -203,6 +204,16 @@ class StoreConfig(_Section):
     )
 
 
+if TYPE_CHECKING:
+    # Made at import time from the detectors' settings dataclasses (see
+    # detection_config.py); to mypy they are plain sections.
+    _DetectConfig = _Section
+    _BansConfig = _Section
+else:
+    _DetectConfig = DETECT_SECTION
+    _BansConfig = BANS_SECTION
+
+
 class Config(_Section):
     """The whole sipwarden configuration: one table per section."""
 
@@ -211,6 +222,8 @@ class Config(_Section):
     parser: ParserConfig = Field(default_factory=ParserConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    bans: _BansConfig = Field(default_factory=_BansConfig)
+    detect: _DetectConfig = Field(default_factory=_DetectConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -533,7 +546,7 @@ def _render_table(
         if value is None:  # TOML has no null: show the key commented out
             yield f"# {name} ="
         else:
-            yield f"{name} = {_toml_inline(value)}"
+            yield from _assignment(name, value)
     for name, section in tables:
         doc = section.__dict__.get("__doc__")
         if not doc:
@@ -543,6 +556,24 @@ def _render_table(
         yield from _comment(inspect.cleandoc(doc))
         yield f"[{'.'.join((*path, name))}]"
         yield from _render_table(section, getattr(instance, name), (*path, name))
+
+
+def _assignment(name: str, value: object) -> Iterator[str]:
+    """``name = value``; an array too long for one line is wrapped, one line per run."""
+    line = f"{name} = {_toml_inline(value)}"
+    if len(line) <= _WIDTH or not isinstance(value, list | tuple):
+        yield line
+        return
+    yield f"{name} = ["
+    row = "   "
+    for item in value:
+        text = f" {_toml_inline(item)},"  # items whole: a string may contain spaces
+        if len(row) + len(text) > _WIDTH and row.strip():
+            yield row
+            row = "   "
+        row += text
+    yield row
+    yield "]"
 
 
 def _comment(text: str) -> Iterator[str]:

@@ -30,13 +30,21 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class BanSettings:
     """Defaults for the ban policy; the config's ``[bans]`` section overrides them."""
 
-    min_severity: Severity = Severity.HIGH  # events at or above this earn a ban
+    # Events at or above this severity earn a ban (high: flood, cracking,
+    # scanner signatures; medium and low ones are only reported).
+    min_severity: Severity = Severity.HIGH
     # Escalation for sources that proved return routability: 10 min, 1 h, 1 day, 1 week.
     durations: tuple[float, ...] = (600.0, 3600.0, 86400.0, 604800.0)
     # A possibly spoofed UDP source: long enough to stop a flood, no longer.
     unproven_duration: float = 60.0
+    # Networks never banned and never dropped in-line (trunks, management,
+    # monitoring hosts), as addresses or CIDR prefixes. Events about them are
+    # still reported.
     allowlist: tuple[str, ...] = ()
-    offence_memory: float = 7 * 86400.0  # how long past offences count for escalation
+    # How long past offences count for escalation (a week).
+    offence_memory: float = 7 * 86400.0
+    # Offenders (and protected, successfully registered sources) remembered at
+    # most; the least recently seen is forgotten first.
     max_tracked_offenders: int = 100_000
 
 

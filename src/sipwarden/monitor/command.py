@@ -8,6 +8,7 @@ from typing import TextIO
 from sipwarden.alerts.records import to_json_line
 from sipwarden.config import Config
 from sipwarden.detect.registry import build_engine
+from sipwarden.detection_config import ban_settings, detection_settings
 from sipwarden.store.sqlite import SqliteStore
 
 from .live import analyse_hep, analyse_interface
@@ -37,7 +38,8 @@ def run_monitor(
 ) -> int:
     """Analyse the captures, then the live source if any; exit code 1 when a capture was damaged."""
     store = SqliteStore(config.store.path) if config.store.path else None
-    run = MonitorRun(engine=build_engine(), json_out=out if json_lines else None, store=store)
+    engine = build_engine(detection_settings(config.detect), bans=ban_settings(config.bans))
+    run = MonitorRun(engine=engine, json_out=out if json_lines else None, store=store)
     options = source_options(config)
     try:
         if pcaps:
