@@ -44,6 +44,7 @@ unit:
 
 bench: dev
 	$(BIN)/python bench/parse.py
+	$(BIN)/python bench/monitor.py --generate
 
 fuzz: $(BIN)/python
 	$(BIN)/pip install -q -e '.[fuzz]'
