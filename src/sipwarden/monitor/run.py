@@ -45,9 +45,10 @@ class MonitorRun:
 
     def handle(self, observation: Observation) -> Inspection:
         self.messages += 1
+        inspection = self.engine.inspect(observation)
+        # After the engine: the malformed detector runs the full check.
         if observation.message is None or observation.message.defects:
             self.malformed += 1
-        inspection = self.engine.inspect(observation)
         if inspection.events:
             self._emit(inspection)
         return inspection

@@ -57,9 +57,9 @@ def observation_of_datagram(
     if not payload.strip(b"\r\n"):
         return None  # a keep-alive (RFC 5626 4.4.1), not a message
     try:
+        # The full grammar check (collect_defects) is the malformed detector's
+        # to run, so that [detect.malformed] full_check = false really saves it.
         message = parse_message(payload, strict=options.strict, limits=options.limits)
-        if not options.strict:
-            message.collect_defects()
     except RemoteProtocolError as error:
         return Observation(
             ts, segment.src, segment.sport, segment.dst, segment.dport,
@@ -126,8 +126,6 @@ class CaptureObserver:
             if isinstance(event, RemoteProtocolError):
                 out.append(_tcp_observation(ts_ns, flow, b"", None, event))
                 continue
-            if not self.options.strict:
-                event.collect_defects()
             out.append(_tcp_observation(ts_ns, flow, event.to_bytes(), event, None))
         return out
 
