@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sipwarden.engine.contract import Observation
+from sipwarden.engine.contract import Observation, Severity
+from sipwarden.engine.state import SlidingWindow
 from sipwarden.errors import RemoteProtocolError
-from sipwarden.sip.message import Request, Response
+from sipwarden.sip.message import Message, Request, Response
 
-__all__ = ["MAX_EVIDENCE_MESSAGES", "describe", "iso_time", "safe_user_agent"]
+__all__ = [
+    "MAX_EVIDENCE_MESSAGES",
+    "EvidenceTally",
+    "describe",
+    "iso_time",
+    "safe_user_agent",
+    "to_tag",
+]
 
 # Evidence keeps a bounded sample of the triggering messages.
 MAX_EVIDENCE_MESSAGES = 8
@@ -52,3 +61,60 @@ def describe(obs: Observation) -> str:
         seq = ""
     agent = safe_user_agent(obs)
     return f"{where} {start}{seq}" + (f" UA={agent!r}" if agent else "")
+
+
+# Distinct labels counted per tally; more are counted in the total only, so
+# what an attacker writes cannot grow a tally.
+MAX_LABELS = 16
+
+
+class EvidenceTally:
+    """What one source did against one rule: a sliding count, totals per label, a sample.
+
+    The label vocabulary (methods, status classes, broken RFC rules) is
+    bounded by ``MAX_LABELS``, the sample by ``MAX_EVIDENCE_MESSAGES``; the
+    detector keeps ``alerted_at``/``alerted_severity`` for re-alert suppression.
+    """
+
+    __slots__ = ("alerted_at", "alerted_severity", "by_label", "samples", "total", "window")
+
+    def __init__(self, window: float) -> None:
+        self.window = SlidingWindow(window)
+        self.total = 0
+        self.by_label: dict[str, int] = {}
+        self.samples: list[str] = []
+        self.alerted_at: float | None = None
+        self.alerted_severity = Severity.INFO
+
+    def add(self, now: float, labels: Iterable[str], sample: str) -> int:
+        """Count one message under ``labels``; returns the count in the window."""
+        self.total += 1
+        by_label = self.by_label
+        for label in labels:
+            if label in by_label:
+                by_label[label] += 1
+            elif len(by_label) < MAX_LABELS:
+                by_label[label] = 1
+        samples = self.samples
+        if len(samples) >= MAX_EVIDENCE_MESSAGES:
+            del samples[0]
+        samples.append(sample)
+        return self.window.add(now)
+
+    def take_back(self, now: float) -> None:
+        """Undo one count (a message later proved innocent).
+
+        The -1 lands in the current bucket, the +1 it cancels in an older one
+        (usually the same: answers come within milliseconds); :meth:`count`
+        clamps at zero for the moment the older bucket has left the window first.
+        """
+        self.window.add(now, -1)
+
+    def count(self, now: float) -> int:
+        return max(0, self.window.total(now))
+
+
+def to_tag(message: Message) -> str | None:
+    """The To tag; attacker bytes may make the view raise, which callers handle."""
+    to = message.to
+    return None if to is None else to.tag

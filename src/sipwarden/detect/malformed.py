@@ -35,7 +35,6 @@ answering garbage would reflect traffic at a spoofed source.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -49,12 +48,12 @@ from sipwarden.engine.contract import (
     Verdict,
 )
 from sipwarden.engine.engine import Findings
-from sipwarden.engine.state import BoundedTable, SlidingWindow, prefix64
+from sipwarden.engine.state import BoundedTable, prefix64
 from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.sip.checks import MANDATORY_REQUEST_HEADERS, SINGLE_INSTANCE_HEADERS
 from sipwarden.sip.message import Message, Request
 
-from .common import MAX_EVIDENCE_MESSAGES, describe
+from .common import EvidenceTally, describe, to_tag
 
 __all__ = [
     "CLASSES",
@@ -196,34 +195,6 @@ class _Problem(NamedTuple):
     reason: str
 
 
-class _Tally:
-    """What one source sent of one class: a sliding count, totals per rule, a sample."""
-
-    __slots__ = ("alerted_at", "alerted_severity", "by_rule", "samples", "total", "window")
-
-    def __init__(self, window: float) -> None:
-        self.window = SlidingWindow(window)
-        self.total = 0
-        self.by_rule: dict[str, int] = {}
-        self.samples: list[str] = []
-        self.alerted_at: float | None = None
-        self.alerted_severity = Severity.INFO
-
-    def add(self, now: float, rules: Iterable[str], sample: str) -> int:
-        self.total += 1
-        by_rule = self.by_rule
-        for rule in rules:
-            if rule in by_rule:
-                by_rule[rule] += 1
-            elif len(by_rule) < _MAX_LISTED:
-                by_rule[rule] = 1
-        samples = self.samples
-        if len(samples) >= MAX_EVIDENCE_MESSAGES:
-            del samples[0]
-        samples.append(sample)
-        return self.window.add(now)
-
-
 def _message_kind(raw: bytes) -> str:
     """``request``, ``response`` or ``not_sip`` for bytes the parser gave up on."""
     start = raw.lstrip(b"\r\n")
@@ -242,11 +213,6 @@ def _is_keepalive(raw: bytes) -> bool:
     return len(raw) <= 4 and not raw.strip(b"\x00\r\n \t")
 
 
-def _to_tag(message: Message) -> str | None:
-    to = message.to
-    return None if to is None else to.tag
-
-
 class MalformedDetector:
     """Reports unparsable and malformed messages and Max-Forwards abuse (see the module docstring).
 
@@ -258,7 +224,7 @@ class MalformedDetector:
 
     def __init__(self, settings: MalformedSettings | None = None) -> None:
         self.settings = settings = settings or MalformedSettings()
-        self._tallies: BoundedTable[tuple[str, str], _Tally] = BoundedTable(
+        self._tallies: BoundedTable[tuple[str, str], EvidenceTally] = BoundedTable(
             max_entries=settings.max_sources,
             ttl=max(settings.window, settings.realert_after),
         )
@@ -358,7 +324,7 @@ class MalformedDetector:
         if value > settings.max_forwards_floor:
             return []
         try:
-            in_dialog = bool(_to_tag(request))
+            in_dialog = bool(to_tag(request))
         except RemoteProtocolError:
             return []  # a broken To: whether it is in a dialog is unknown
         if in_dialog:
@@ -397,7 +363,7 @@ class MalformedDetector:
             keys.append((prefix, cls))
         counts = []
         for key in keys:
-            tally = self._tallies.get_or_create(key, now, lambda: _Tally(settings.window))
+            tally = self._tallies.get_or_create(key, now, lambda: EvidenceTally(settings.window))
             counts.append(tally.add(now, rules, sample))
         self._maybe_alert(
             obs, keys[0], cls=cls, problems=problems, kind=kind, header=header, findings=findings
@@ -467,7 +433,7 @@ class MalformedDetector:
                 for problem in listed
             ),
             "status_hint": status,
-            "rules_seen": dict(tally.by_rule),
+            "rules_seen": dict(tally.by_label),
         }
         if header is not None:
             detail["header"] = header

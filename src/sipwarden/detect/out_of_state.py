@@ -60,7 +60,7 @@ from sipwarden.engine.contract import (
     Verdict,
 )
 from sipwarden.engine.engine import Findings
-from sipwarden.engine.state import BoundedTable, SlidingWindow, prefix64
+from sipwarden.engine.state import BoundedTable, prefix64
 from sipwarden.errors import ConfigError, ProtocolError
 from sipwarden.sip.dialog import DIALOG_IDLE_TIMEOUT, DialogTable
 from sipwarden.sip.message import Message, Request, Response
@@ -75,7 +75,7 @@ from sipwarden.sip.transaction import (
     server_transaction,
 )
 
-from .common import MAX_EVIDENCE_MESSAGES, describe
+from .common import EvidenceTally, describe, to_tag
 
 __all__ = [
     "RULE_ACK",
@@ -189,40 +189,6 @@ class _Finding(NamedTuple):
     leg: tuple[str, str, str] | None = None  # its call leg, adopted when the answer proves it
 
 
-class _Tally:
-    """What one source did against one rule: a sliding count, totals and a sample."""
-
-    __slots__ = ("alerted_at", "alerted_severity", "by_what", "samples", "total", "window")
-
-    def __init__(self, window: float) -> None:
-        self.window = SlidingWindow(window)
-        self.total = 0
-        self.by_what: dict[str, int] = {}
-        self.samples: list[str] = []
-        self.alerted_at: float | None = None
-        self.alerted_severity = Severity.INFO
-
-    def add(self, now: float, what: str, sample: str) -> int:
-        self.total += 1
-        # ``what`` comes from a fixed vocabulary (configured methods, status
-        # classes), so this dict stays small whatever the attacker sends.
-        self.by_what[what] = self.by_what.get(what, 0) + 1
-        samples = self.samples
-        if len(samples) >= MAX_EVIDENCE_MESSAGES:
-            del samples[0]
-        samples.append(sample)
-        return self.window.add(now)
-
-    def take_back(self, now: float) -> None:
-        # The -1 lands in the current bucket, the +1 it cancels in an older one
-        # (usually the same: answers come within milliseconds); reading clamps
-        # at zero for the moment the older bucket has left the window first.
-        self.window.add(now, -1)
-
-    def count(self, now: float) -> int:
-        return max(0, self.window.total(now))
-
-
 class _Suspect(NamedTuple):
     """A counted request waiting for its answer (which may prove it was in state after all)."""
 
@@ -231,20 +197,15 @@ class _Suspect(NamedTuple):
     leg: tuple[str, str, str] | None
 
 
-def _to_tag(message: Message) -> str | None:
-    to = message.to
-    return None if to is None else to.tag
-
-
 def _leg(message: Message) -> tuple[str, str, str] | None:
     # A call leg seen from either side: Call-ID and the two tags, in a fixed order.
     call_id = message.call_id
-    to_tag = _to_tag(message)
+    their_tag = to_tag(message)
     from_ = message.from_
     from_tag = None if from_ is None else from_.tag
-    if call_id is None or not to_tag or not from_tag:
+    if call_id is None or not their_tag or not from_tag:
         return None
-    low, high = sorted((from_tag, to_tag))
+    low, high = sorted((from_tag, their_tag))
     return (call_id, low, high)
 
 
@@ -284,7 +245,7 @@ class OutOfStateDetector:
             idle_timeout=settings.idle_dialog_timeout,
             methods=settings.dialog_methods,
         )
-        self._tallies: BoundedTable[tuple[str, str], _Tally] = BoundedTable(
+        self._tallies: BoundedTable[tuple[str, str], EvidenceTally] = BoundedTable(
             max_entries=settings.max_sources,
             ttl=max(settings.window, settings.realert_after),
         )
@@ -379,7 +340,7 @@ class OutOfStateDetector:
                 _REJECT_CANCEL,
                 key,
             )
-        if not _to_tag(request):
+        if not to_tag(request):
             if method in ("SUBSCRIBE", "REFER"):
                 self._expect_subscription(request, now)
             return None
@@ -478,11 +439,11 @@ class OutOfStateDetector:
 
     def _subscription_pending(self, notify: Request) -> bool:
         call_id = notify.call_id
-        to_tag = _to_tag(notify)
+        tag = to_tag(notify)
         return (
             call_id is not None
-            and to_tag is not None
-            and ((call_id, to_tag) in self._pending_subscriptions)
+            and tag is not None
+            and ((call_id, tag) in self._pending_subscriptions)
         )
 
     def _settle(
@@ -522,8 +483,8 @@ class OutOfStateDetector:
             keys.append((prefix, finding.rule))
         counts = []
         for key in keys:
-            tally = self._tallies.get_or_create(key, now, lambda: _Tally(settings.window))
-            counts.append(tally.add(now, finding.what, sample))
+            tally = self._tallies.get_or_create(key, now, lambda: EvidenceTally(settings.window))
+            counts.append(tally.add(now, (finding.what,), sample))
         if finding.transaction is not None:
             self._suspects.put(
                 finding.transaction,
@@ -567,7 +528,7 @@ class OutOfStateDetector:
         tally.alerted_at = now
         tally.alerted_severity = severity
         source = key[0]
-        breakdown = ", ".join(f"{what} x{n}" for what, n in sorted(tally.by_what.items()))
+        breakdown = ", ".join(f"{what} x{n}" for what, n in sorted(tally.by_label.items()))
         findings.report(
             SecurityEvent(
                 time=now,
@@ -582,7 +543,7 @@ class OutOfStateDetector:
                 ),
                 evidence=Evidence(
                     messages=tuple(tally.samples),
-                    counts={"in_window": count, "total": tally.total, **tally.by_what},
+                    counts={"in_window": count, "total": tally.total, **tally.by_label},
                     threshold=float(settings.threshold),
                     window=settings.window,
                 ),
