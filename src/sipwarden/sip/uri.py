@@ -461,7 +461,52 @@ def _parse_port(port: str, offset: int) -> int:
 # -- SIP / SIPS URI ---------------------------------------------------------------------------
 
 
-class SipUri:
+class _Written:
+    """What every parsed URI and address shares: its text as written is its identity.
+
+    ``str()`` gives the exact text parsed (or built); ``==`` and ``hash``
+    compare that text, ``equivalent()`` (per class) is the RFC comparison.
+    """
+
+    __slots__ = ()
+    _raw: str
+
+    def __str__(self) -> str:
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._raw!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._raw == self._raw
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._raw))
+
+
+class _WithParams(_Written):
+    """Parameter lookup by name (any case) over ``params``.
+
+    ``_ESCAPED_NAMES``: whether names may be written with escapes (SIP URI
+    parameters: ``%6C%72`` is ``lr``); header and tel parameters are tokens.
+    """
+
+    __slots__ = ()
+    params: tuple[tuple[str, str | None], ...]
+    _ESCAPED_NAMES = False
+
+    def param(self, name: str) -> str | None:
+        """The value of parameter ``name``: ``None`` if absent, ``""`` if valueless (``;lr``).
+
+        The value is as written (escapes kept).
+        """
+        return _lookup(self.params, name, self._ESCAPED_NAMES)
+
+    def has_param(self, name: str) -> bool:
+        return _lookup(self.params, name, self._ESCAPED_NAMES) is not None
+
+
+class SipUri(_WithParams):
     """A ``sip:`` or ``sips:`` URI (RFC 3261 19.1). Treat as immutable.
 
     Components are kept as written: ``user`` keeps its escapes, ``host`` keeps
@@ -472,6 +517,9 @@ class SipUri:
     The constructor checks its arguments by serialising and re-parsing them
     (strict) and raises :class:`LocalProtocolError` if they do not survive.
     """
+
+    # uri-parameter names may be written with escapes (RFC 3261 25.1 pname).
+    _ESCAPED_NAMES = True
 
     __slots__ = ("_raw", "headers", "host", "params", "password", "port", "scheme", "user")
 
@@ -506,29 +554,6 @@ class SipUri:
         self._raw = built._raw
 
     # -- views ---------------------------------------------------------------------------
-
-    def __str__(self) -> str:
-        return self._raw
-
-    def __repr__(self) -> str:
-        return f"SipUri({self._raw!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SipUri) and other._raw == self._raw
-
-    def __hash__(self) -> int:
-        return hash(("sip-uri", self._raw))
-
-    def param(self, name: str) -> str | None:
-        """The value of uri-parameter ``name`` (case-insensitive, escapes in names decoded).
-
-        Returns ``None`` when the parameter is absent and ``""`` when it is
-        present without a value (``;lr``). The value is as written (escaped).
-        """
-        return _lookup(self.params, name, True)
-
-    def has_param(self, name: str) -> bool:
-        return _lookup(self.params, name, True) is not None
 
     @property
     def transport(self) -> str | None:
@@ -831,7 +856,7 @@ def _sip_rest_error(
 # -- tel URI ----------------------------------------------------------------------------------
 
 
-class TelUri:
+class TelUri(_WithParams):
     """A ``tel:`` URI (RFC 3966). Treat as immutable.
 
     ``number`` is the telephone-subscriber number as written (visual
@@ -861,25 +886,6 @@ class TelUri:
         self.params = built.params
         self.is_global = built.is_global
         self._raw = built._raw
-
-    def __str__(self) -> str:
-        return self._raw
-
-    def __repr__(self) -> str:
-        return f"TelUri({self._raw!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TelUri) and other._raw == self._raw
-
-    def __hash__(self) -> int:
-        return hash(("tel-uri", self._raw))
-
-    def param(self, name: str) -> str | None:
-        """Parameter value (case-insensitive name); ``None`` if absent, ``""`` if valueless."""
-        return _lookup(self.params, name, False)
-
-    def has_param(self, name: str) -> bool:
-        return _lookup(self.params, name, False) is not None
 
     @property
     def digits(self) -> str:
@@ -1005,7 +1011,7 @@ def _make_tel(
 # -- any other scheme -------------------------------------------------------------------------
 
 
-class AbsoluteUri:
+class AbsoluteUri(_Written):
     """A URI of a scheme this module does not interpret (RFC 2396 absoluteURI).
 
     Kept opaque so a proxy can answer 416 Unsupported URI Scheme (RFC 3261
@@ -1029,18 +1035,6 @@ class AbsoluteUri:
         self.scheme = built.scheme
         self.rest = built.rest
         self._raw = built._raw
-
-    def __str__(self) -> str:
-        return self._raw
-
-    def __repr__(self) -> str:
-        return f"AbsoluteUri({self._raw!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, AbsoluteUri) and other._raw == self._raw
-
-    def __hash__(self) -> int:
-        return hash(("absolute-uri", self._raw))
 
     def equivalent(self, other: SipUri | TelUri | AbsoluteUri) -> bool:
         """Same scheme (case-insensitive) and same rest, escapes normalised (RFC 3986 6.2.2)."""
@@ -1125,7 +1119,7 @@ def parse_request_uri(text: str, *, strict: bool = True) -> Uri:
 # -- name-addr / addr-spec --------------------------------------------------------------------
 
 
-class NameAddr:
+class NameAddr(_WithParams):
     """An address as in From, To, Contact, Route, Record-Route, Refer-To (RFC 3261 20.10).
 
     ``display_name`` is unquoted with quoted-pairs resolved (a token-form
@@ -1162,25 +1156,6 @@ class NameAddr:
         self.bracketed = built.bracketed
         self._display_raw = built._display_raw
         self._raw = built._raw
-
-    def __str__(self) -> str:
-        return self._raw
-
-    def __repr__(self) -> str:
-        return f"NameAddr({self._raw!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, NameAddr) and other._raw == self._raw
-
-    def __hash__(self) -> int:
-        return hash(("name-addr", self._raw))
-
-    def param(self, name: str) -> str | None:
-        """Header parameter by name (any case): ``None`` if absent, ``""`` if valueless."""
-        return _lookup(self.params, name, False)
-
-    def has_param(self, name: str) -> bool:
-        return _lookup(self.params, name, False) is not None
 
     @property
     def tag(self) -> str | None:
