@@ -387,12 +387,21 @@ def _read_pcapng(read: Callable[[int], bytes], buf: bytes) -> Iterator[CapturedP
                 packet_number=number,
                 offset=base + pos,
             )
-        if btype == _BT_EPB:
+        if btype in (_BT_EPB, _BT_PB):
+            # The obsolete Packet Block differs from the Enhanced one only in
+            # its header (a 16-bit interface id and a drops count).
             if blen < 32:
                 raise CaptureError(
-                    "enhanced packet block too short", packet_number=number, offset=base + pos
+                    "enhanced packet block too short"
+                    if btype == _BT_EPB
+                    else "packet block too short",
+                    packet_number=number,
+                    offset=base + pos,
                 )
-            iface, ts_high, ts_low, cap_len, orig_len = unpack_epb(buf, pos + 8)
+            if btype == _BT_EPB:
+                iface, ts_high, ts_low, cap_len, orig_len = unpack_epb(buf, pos + 8)
+            else:
+                iface, _drops, ts_high, ts_low, cap_len, orig_len = s.pb.unpack_from(buf, pos + 8)
             if cap_len > blen - 32:
                 raise CaptureError(
                     f"captured length {cap_len} exceeds the block",
@@ -458,32 +467,6 @@ def _read_pcapng(read: Callable[[int], bytes], buf: bytes) -> Iterator[CapturedP
                     packet_number=number,
                     offset=base + pos,
                 )
-        elif btype == _BT_PB:
-            if blen < 32:
-                raise CaptureError(
-                    "packet block too short", packet_number=number, offset=base + pos
-                )
-            iface, _drops, ts_high, ts_low, cap_len, orig_len = s.pb.unpack_from(buf, pos + 8)
-            if cap_len > blen - 32:
-                raise CaptureError(
-                    f"captured length {cap_len} exceeds the block",
-                    packet_number=number,
-                    offset=base + pos,
-                )
-            if iface >= len(interfaces):
-                raise CaptureError(
-                    f"packet refers to unknown interface {iface}",
-                    packet_number=number,
-                    offset=base + pos,
-                )
-            linktype, _snaplen, mul, div, offset_ns = interfaces[iface]
-            ts = (ts_high << 32 | ts_low) * mul
-            last_ts = (ts if div == 1 else ts // div) + offset_ns
-            yield new(
-                CapturedPacket,
-                (number, last_ts, linktype, buf[pos + 28 : pos + 28 + cap_len], orig_len),
-            )
-            number += 1
         # Any other block (name resolution, statistics, decryption secrets,
         # custom, systemd journal, future types) is skipped by its length.
         pos += blen
