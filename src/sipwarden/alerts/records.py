@@ -12,18 +12,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
-from sipwarden.engine.contract import BanDecision, SecurityEvent
+from sipwarden.engine.contract import BanDecision, SecurityEvent, iso_time
 
-__all__ = ["ban_record", "event_record", "iso", "to_json_line"]
-
-
-def iso(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds and ``Z``."""
-    return (
-        datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+__all__ = ["ban_record", "event_record", "to_json_line"]
 
 
 def _plain(value: object) -> object:
@@ -42,7 +34,7 @@ def _plain(value: object) -> object:
 def event_record(event: SecurityEvent) -> dict[str, object]:
     evidence = event.evidence
     return {
-        "time": iso(event.time),
+        "time": iso_time(event.time),
         "kind": event.kind.value,
         "severity": event.severity.label,
         "source": event.source,
@@ -62,11 +54,11 @@ def event_record(event: SecurityEvent) -> dict[str, object]:
 
 def ban_record(ban: BanDecision) -> dict[str, object]:
     return {
-        "time": iso(ban.time),
+        "time": iso_time(ban.time),
         "kind": "ban",
         "source": ban.source,
         "duration": ban.duration,
-        "until": iso(ban.time + ban.duration),
+        "until": iso_time(ban.time + ban.duration),
         "rule": ban.rule,
         "reason": ban.reason,
         "returnable": ban.returnable,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
-from sipwarden.engine.contract import Observation, Severity
+from sipwarden.engine.contract import Observation, Severity, iso_time
 from sipwarden.engine.state import SlidingWindow
 from sipwarden.errors import RemoteProtocolError
 from sipwarden.sip.message import Message, Request, Response
@@ -21,12 +20,6 @@ __all__ = [
 
 # Evidence keeps a bounded sample of the triggering messages.
 MAX_EVIDENCE_MESSAGES = 8
-
-
-def iso_time(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds and ``Z`` (the JSON ``time`` format)."""
-    moment = datetime.fromtimestamp(ts, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def safe_user_agent(obs: Observation) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ __all__ = [
     "SecurityEvent",
     "Severity",
     "Verdict",
+    "iso_time",
 ]
 
 
@@ -171,3 +173,12 @@ class Inspection:
     verdict: Verdict = ALLOW
     events: tuple[SecurityEvent, ...] = ()
     bans: tuple[BanDecision, ...] = ()
+
+
+def iso_time(ts: float) -> str:
+    """A contract timestamp as ISO 8601 UTC with milliseconds and ``Z``.
+
+    The one spelling of time in events, bans, evidence lines and reports.
+    """
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

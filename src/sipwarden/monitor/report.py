@@ -6,8 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from sipwarden.alerts.records import iso
-from sipwarden.engine.contract import BanDecision, SecurityEvent, Severity
+from sipwarden.engine.contract import BanDecision, SecurityEvent, Severity, iso_time
 
 __all__ = ["OffenderReport"]
 
@@ -77,7 +76,7 @@ class OffenderReport:
             rules = ", ".join(f"{rule} x{n}" for rule, n in offender.rules.most_common(6))
             out.write(
                 f"\n{offender.source}  [{offender.worst.label}]  {offender.events} events\n"
-                f"  seen      {iso(offender.first)} .. {iso(offender.last)}\n"
+                f"  seen      {iso_time(offender.first)} .. {iso_time(offender.last)}\n"
                 f"  rules     {rules}\n"
             )
             if offender.accounts:
