@@ -20,7 +20,7 @@ from .abnf import CALL_ID, TOKEN, TOKEN_CHARS
 from .digest import DigestChallenge, DigestCredentials, parse_challenge, parse_credentials
 from .headers import Headers, split_list
 from .memo import Memo
-from .uri import NameAddr, SipUri, parse_name_addr, parse_uri
+from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
 
 if TYPE_CHECKING:
     from .message import Message, Request
@@ -260,6 +260,11 @@ def parse_expires(headers: Headers) -> int | None:
 
 # -- addresses ----------------------------------------------------------------------------
 
+
+# A PBX sees the same Request-URIs (its extensions, its trunks) over and over;
+# parsed URIs are immutable, so each is parsed once (see memo.py).
+STRICT_URIS: Memo[Uri] = Memo(lambda text: parse_uri(text, strict=True))
+LENIENT_URIS: Memo[Uri] = Memo(lambda text: parse_uri(text, strict=False))
 
 # Parsed addresses are immutable: the same value (a dialog's From and To, a
 # phone's Contact) is parsed once. Strict and lenient parses differ, so two memos.
@@ -508,7 +513,7 @@ def _check_request_uri(message: Message) -> None:
     message = cast("Request", message)
     try:
         # The strict view is the cached Request-URI; a lenient message's is not.
-        uri = message.request_uri if message.headers.strict else parse_uri(message.uri)
+        uri = message.request_uri if message.headers.strict else STRICT_URIS(message.uri)
     except RemoteProtocolError as error:
         raise _with_header(error, "Request-URI") from None
     if isinstance(uri, SipUri) and uri.headers:

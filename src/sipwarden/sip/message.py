@@ -18,15 +18,9 @@ from . import fields
 from .digest import DigestChallenge, DigestCredentials
 from .fields import CSeq, MediaType, Via
 from .headers import Headers
-from .memo import Memo
-from .uri import NameAddr, Uri, parse_uri
+from .uri import NameAddr, Uri
 
 __all__ = ["Defect", "Message", "Request", "Response"]
-
-# A PBX sees the same Request-URIs (its extensions, its trunks) over and over;
-# parsed URIs are immutable, so each is parsed once (see memo.py).
-_STRICT_URIS: Memo[Uri] = Memo(lambda text: parse_uri(text, strict=True))
-_LENIENT_URIS: Memo[Uri] = Memo(lambda text: parse_uri(text, strict=False))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -299,7 +293,7 @@ class Request(Message):
     def request_uri(self) -> Uri:
         """The parsed Request-URI (raises RemoteProtocolError when invalid)."""
         if self._uri_parsed is None:
-            parse = _STRICT_URIS if self.headers.strict else _LENIENT_URIS
+            parse = fields.STRICT_URIS if self.headers.strict else fields.LENIENT_URIS
             self._uri_parsed = parse(self._uri)
         return self._uri_parsed
 
