@@ -109,16 +109,17 @@ class CaptureObserver:
         return self._stream_observations(self._tcp.close_all(now_ns))
 
     def _is_sip_flow(self, segment: Segment, now: float) -> bool:
-        if segment.sport in self.options.ports or segment.dport in self.options.ports:
-            return True
+        # Mid-stream segments of a sniffed flow do not look like SIP, so a flow
+        # recognised once (by its first payload) is remembered both ways.
         key = (segment.src, segment.sport, segment.dst, segment.dport)
         if key in self._sniffed:
             return True
-        if segment.payload and self.options.sniff_any_port and looks_like_sip(segment.payload):
+        if not self.options.is_sip(segment):
+            return False
+        if segment.sport not in self.options.ports and segment.dport not in self.options.ports:
             self._sniffed.put(key, True, now)
             self._sniffed.put((segment.dst, segment.dport, segment.src, segment.sport), True, now)
-            return True
-        return False
+        return True
 
     def _stream_observations(self, chunks: list[StreamChunk]) -> list[Observation]:
         out: list[Observation] = []
