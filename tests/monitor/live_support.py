@@ -7,7 +7,7 @@ ports to watch. A reader thread stamps every stdout line with
 :func:`time.monotonic` as it arrives, so a test can measure how long after
 an attack started its event reached a consumer of the JSON stream (a SIEM
 reading the pipe sees exactly that). The monitor is ready once it logs
-:data:`READY_MARKER` on stderr, which it does after the packet socket is
+:data:`READY_MARKERS` on stderr, which it does after the packet socket is
 bound and filtered, so nothing sent afterwards can be missed.
 
 :class:`ToolRun` runs one attack tool (SIPVicious, SIPp) in its own process
@@ -34,7 +34,7 @@ from support import PeerError, stop_process, tail
 
 __all__ = [
     "INSTALL_SIPVICIOUS",
-    "READY_MARKER",
+    "READY_MARKERS",
     "Arrival",
     "LiveMonitor",
     "ToolRun",
@@ -43,7 +43,9 @@ __all__ = [
 INSTALL_SIPVICIOUS: Final = "apt-get install sipvicious"
 
 #: What the monitor logs (stderr, text format) once its live capture is open.
-READY_MARKER: Final = "capturing on "
+# What the monitor logs once its live source is open: "capturing on IF ..."
+# for an interface, "receiving HEP on ADDR ..." for a HEP feed.
+READY_MARKERS: Final = ("capturing on ", "receiving HEP on ")
 
 # Log levels of the text format (`TIME LEVEL logger: message`) and Python's traceback.
 _PROBLEM_MARKS: Final = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback (most recent call last)")
@@ -80,8 +82,15 @@ class Arrival:
         return f"{self.kind} {self.rule}: {self.record.get('summary', '')}"
 
 
+def _ready(line: str) -> bool:
+    return any(marker in line for marker in READY_MARKERS)
+
+
 class LiveMonitor:
-    """The real ``sipwarden monitor --interface`` command watching ``ports``.
+    """The real ``sipwarden monitor`` command on a live source, watching ``ports``.
+
+    The source is ``--interface lo`` unless ``source`` names another, e.g.
+    ``("--hep", "127.0.0.1:9060")``.
 
     ``with LiveMonitor(workdir, ports=[5060]) as monitor:`` starts it and
     returns once it is capturing; on exit it is stopped (SIGINT, then
@@ -94,12 +103,12 @@ class LiveMonitor:
         workdir: Path,
         *,
         ports: Sequence[int],
-        interface: str = "lo",
+        source: Sequence[str] = ("--interface", "lo"),
         duration: float = 30.0,
     ) -> None:
         self.workdir = Path(workdir)
         self.ports = tuple(int(port) for port in ports)
-        self.interface = interface
+        self.source = tuple(source)
         self.duration = duration
         self.config_path = self.workdir / "sipwarden.toml"
         self.stderr_path = self.workdir / "monitor.stderr.log"
@@ -124,8 +133,7 @@ class LiveMonitor:
             "--config",
             str(self.config_path),
             "monitor",
-            "--interface",
-            self.interface,
+            *self.source,
             "--json",
             "--duration",
             str(self.duration),
@@ -145,7 +153,7 @@ class LiveMonitor:
         return self.config_path
 
     def start(self, ready_timeout: float = 15.0) -> Self:
-        """Start the command; return once it logs :data:`READY_MARKER`."""
+        """Start the command; return once it logs one of :data:`READY_MARKERS`."""
         self.write_config()
         (self.workdir / "argv.txt").write_text(" ".join(self.argv) + "\n")
         self._proc = subprocess.Popen(
@@ -166,18 +174,18 @@ class LiveMonitor:
             reader.start()
         deadline = time.monotonic() + ready_timeout
         with self._arrived:
-            while not any(READY_MARKER in line for line in self._stderr):
+            while not any(_ready(line) for line in self._stderr):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._proc.poll() is not None:
                     break
                 self._arrived.wait(min(remaining, 0.05))
-            ready = any(READY_MARKER in line for line in self._stderr)
+            ready = any(_ready(line) for line in self._stderr)
         if not ready:
             code = self._proc.poll()
             self.stop()
             status = "still running" if code is None else f"exited with {code}"
             raise PeerError(
-                f"the monitor did not log {READY_MARKER!r} within {ready_timeout:.0f} s "
+                f"the monitor did not log {READY_MARKERS!r} within {ready_timeout:.0f} s "
                 f"({status}): {' '.join(self.argv)}\n{self.output()}"
             )
         return self
