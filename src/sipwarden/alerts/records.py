@@ -63,6 +63,7 @@ def ban_record(ban: BanDecision) -> dict[str, object]:
         "reason": ban.reason,
         "returnable": ban.returnable,
         "offence": ban.offence,
+        "evidence": list(ban.evidence),
     }
 
 

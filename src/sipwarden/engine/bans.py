@@ -104,6 +104,7 @@ class BanPolicy:
             reason=worst.summary,
             returnable=returnable,
             offence=offence,
+            evidence=worst.evidence.lines(),
         )
 
     def expire(self, now: float) -> None:

@@ -131,6 +131,17 @@ class Evidence:
     threshold: float | None = None
     window: float | None = None
 
+    def lines(self) -> tuple[str, ...]:
+        """The evidence as text: the counts against the rule, then the messages."""
+        measured = ", ".join(f"{name}={value}" for name, value in self.counts.items())
+        limit = []
+        if self.threshold is not None:
+            limit.append(f"threshold {self.threshold:g}")
+        if self.window is not None:
+            limit.append(f"in {self.window:g} s")
+        head = "; ".join(part for part in (measured, " ".join(limit)) if part)
+        return ((head,) if head else ()) + self.messages
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecurityEvent:
@@ -164,6 +175,9 @@ class BanDecision:
     reason: str
     returnable: bool
     offence: int = 1  # how many bans this source has earned so far (escalation)
+    # The proof, as text: the triggering messages and the counts against the rule
+    # (see Evidence.lines), kept with the ban so `sipwarden bans show` can explain it.
+    evidence: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
