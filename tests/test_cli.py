@@ -56,7 +56,7 @@ def assert_clean_failure(result: Result, *fragments: str) -> None:
 def test_help_lists_every_command() -> None:
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("gateway", "monitor", "audit", "rules", "version", "config"):
+    for command in ("gateway", "monitor", "bans", "audit", "rules", "version", "config"):
         assert f"\n  {command} " in result.stdout
     for option in ("--config PATH", "--log-format [text|json]", "--log-level", "--version"):
         assert option in result.stdout
@@ -67,6 +67,11 @@ def test_help_lists_every_command() -> None:
     [
         ["gateway"],
         ["monitor"],
+        ["bans"],
+        ["bans", "list"],
+        ["bans", "show"],
+        ["bans", "ban"],
+        ["bans", "unban"],
         ["audit"],
         ["rules"],
         ["version"],

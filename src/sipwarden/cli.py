@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import platform
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
@@ -375,6 +376,140 @@ def rules() -> None:
     \b
       sipwarden rules nftables > /etc/nftables.d/sipwarden.nft
     """
+
+
+# --------------------------------------------------------------------------- bans
+
+
+@cli.group(short_help="List, explain, make and lift bans.")
+def bans() -> None:
+    """List, explain, make and lift bans.
+
+    Bans come from the engine (gateway, live monitor), from other nodes (shared
+    Redis state) and from you. They are kept in the store (store.path), so these
+    commands see every ban made on this host; making or lifting one applies it to
+    the kernel backends ([enforce] backends) and the other nodes ([shared]) too.
+
+    \b
+    Examples:
+      sipwarden bans list
+      sipwarden bans show 203.0.113.7
+      sipwarden bans ban 203.0.113.7 --duration 1d --reason "toll fraud attempt"
+      sipwarden bans ban 2001:db8:1:2::/64 --duration 1h
+      sipwarden bans unban 203.0.113.7
+    """
+
+
+@bans.command(name="list")
+@click.option("--all", "history", is_flag=True, help="Every ban kept, not only those in force.")
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object per ban and line.")
+@click.pass_context
+def bans_list(ctx: click.Context, history: bool, json_lines: bool) -> None:
+    """The bans in force (or, with --all, every ban kept), soonest expiry last.
+
+    \b
+    Examples:
+      sipwarden bans list
+      sipwarden bans list --all --json | jq .
+    """
+    from sipwarden.alerts.records import to_json_line  # noqa: PLC0415 - keep --help light
+    from sipwarden.enforce.admin import describe_ban, open_store  # noqa: PLC0415
+
+    now = time.time()
+    with open_store(_state(ctx).config()) as store:
+        if history:
+            records = store.ban_history()
+            for record in records:
+                click.echo(to_json_line(record) if json_lines else _history_text(record))
+            return
+        active = sorted(store.active_bans(now), key=lambda ban: ban.until)
+    for ban in active:
+        click.echo(to_json_line(ban.record()) if json_lines else describe_ban(ban, now))
+    if not json_lines:
+        click.echo(f"{len(active)} bans in force", err=True)
+
+
+def _history_text(record: dict[str, Any]) -> str:
+    lifted = " (lifted)" if record.get("lifted") else ""
+    return (
+        f"{record['source']:<39} {record['since']} .. {record['until']}  {record['rule']}{lifted}"
+    )
+
+
+@bans.command(name="show")
+@click.argument("source")
+@click.pass_context
+def bans_show(ctx: click.Context, source: str) -> None:
+    """Why SOURCE is (or was) banned: the ban, its evidence, its history and its events.
+
+    \b
+    Example:
+      sipwarden bans show 203.0.113.7
+    """
+    from sipwarden.enforce.admin import explain_source, open_store  # noqa: PLC0415
+
+    with open_store(_state(ctx).config()) as store:
+        for line in explain_source(store, _source_argument(source), time.time()):
+            click.echo(line)
+
+
+@bans.command(name="ban")
+@click.argument("source")
+@click.option("--duration", default="1d", show_default=True, help="e.g. 90, 10m, 1h, 2d, 1w.")
+@click.option("--reason", default="banned by hand", show_default=True, help="Kept with the ban.")
+@click.pass_context
+def bans_ban(ctx: click.Context, source: str, duration: str, reason: str) -> None:
+    """Ban SOURCE (an address or a network); an existing ban is extended, never shortened.
+
+    The ban is kept in the store and applied to the kernel backends and the other
+    nodes; exit 2 (the ban still kept) when a backend refused it.
+
+    \b
+    Examples:
+      sipwarden bans ban 203.0.113.7 --duration 1d --reason "toll fraud attempt"
+      sipwarden bans ban 2001:db8:1:2::/64 --duration 1h
+    """
+    from sipwarden.enforce.admin import ban_source, describe_ban, parse_duration  # noqa: PLC0415
+
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--duration") from None
+    now = time.time()
+    ban = ban_source(
+        _state(ctx).config(), _source_argument(source), duration=seconds, reason=reason, now=now
+    )
+    click.echo(f"banned: {describe_ban(ban, now)}")
+
+
+@bans.command(name="unban")
+@click.argument("source")
+@click.pass_context
+def bans_unban(ctx: click.Context, source: str) -> None:
+    """Lift the ban on SOURCE everywhere (exit 1 if it was not banned).
+
+    \b
+    Example:
+      sipwarden bans unban 203.0.113.7
+    """
+    from sipwarden.enforce.admin import lift_source  # noqa: PLC0415
+
+    lifted = lift_source(_state(ctx).config(), _source_argument(source), now=time.time())
+    if lifted is None:
+        click.echo(f"{source} was not banned here; the lift was still sent to every backend")
+        ctx.exit(1)
+    click.echo(f"lifted the ban on {lifted.source} ({lifted.rule}: {lifted.reason})")
+
+
+def _source_argument(text: str) -> str:
+    from sipwarden.enforce.ban import canonical_source  # noqa: PLC0415
+
+    try:
+        return canonical_source(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an IP address or network", param_hint="SOURCE"
+        ) from None
 
 
 # --------------------------------------------------------------------------- version, config

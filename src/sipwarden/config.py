@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import inspect
+import ipaddress
 import json
 import math
 import os
@@ -31,10 +32,11 @@ import textwrap
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args, get_origin
 
 import annotated_types
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -53,9 +55,12 @@ from sipwarden.sip.limits import DEFAULT_LIMITS, ParserLimits
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "Config",
+    "EnforceConfig",
     "LogConfig",
     "MonitorConfig",
     "ParserConfig",
+    "RulesConfig",
+    "SharedConfig",
     "SipConfig",
     "StoreConfig",
     "load_config",
@@ -202,6 +207,198 @@ class StoreConfig(_Section):
             "keeps nothing (events still go to the report or the JSON output)."
         ),
     )
+    busy_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description=(
+            "Seconds to wait when another sipwarden process holds the store's write lock. "
+            "A store still locked after that is reported and retried later; the analysis "
+            "and the bans in memory go on meanwhile."
+        ),
+    )
+
+
+def _network(value: str) -> str:
+    """An address or CIDR prefix, written back in canonical form."""
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or network (CIDR prefix)") from None
+
+
+Network = Annotated[str, AfterValidator(_network)]
+NftName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,30}$")]
+IpsetName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,22}$")]
+
+
+class EnforceConfig(_Section):
+    """Enforcement: where bans are applied. Every ban is always kept in memory (the gateway
+    drops a banned source before parsing) and in the store, so a restart forgets nothing;
+    the backends listed here also push bans into the kernel, where a banned packet costs
+    no Python time. Kernel backends need root (or CAP_NET_ADMIN); when one fails, the
+    failure is logged, the in-memory bans keep working, and the backend is brought back
+    up to date as soon as it works again."""
+
+    backends: tuple[Literal["nftables", "ipset"], ...] = Field(
+        default=(),
+        description=(
+            'Kernel backends: "nftables" (a table of sipwarden\'s own with IPv4 and IPv6 '
+            'sets whose elements time out), "ipset" (ipset sets matched by iptables and '
+            "ip6tables rules, for hosts that still use iptables). Empty keeps bans in "
+            "sipwarden's own process only."
+        ),
+    )
+    nftables_table: NftName = Field(
+        default="sipwarden",
+        description=(
+            "Name of sipwarden's nftables table (family inet). sipwarden owns it: it is "
+            "created when missing and never shares rules with yours."
+        ),
+    )
+    ipset_prefix: IpsetName = Field(
+        default="sipwarden",
+        description=(
+            "Prefix of the ipset sets (PREFIX-v4 and PREFIX-v6) and of the iptables chain "
+            "that drops their members."
+        ),
+    )
+    max_kernel_bans: int = Field(
+        default=262_144,
+        ge=1024,
+        le=16_777_216,
+        description=(
+            "Most bans each kernel set holds (per address family). When full, new bans "
+            "are still enforced in memory and a warning is logged."
+        ),
+    )
+    flush_conntrack: bool = Field(
+        default=True,
+        description=(
+            "Delete the connection-tracking entries of a source when it is banned, so an "
+            "established UDP flow or TCP connection of the attacker does not outlive the ban."
+        ),
+    )
+    retry_interval: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds between attempts to bring a failed backend (kernel or Redis) back; "
+            "when it works again, every active ban is re-applied to it."
+        ),
+    )
+
+
+class SharedConfig(_Section):
+    """Shared state between nodes: several gateways and monitors share their bans and
+    per-source counters through one Redis server. A ban made on one node reaches every
+    other node within a second (publish/subscribe), and a node that starts later reads
+    the bans already in force (a persisted sorted set)."""
+
+    redis_url: str = Field(
+        default="",
+        description=(
+            'Redis server, e.g. "redis://10.0.0.5:6379/0" or "rediss://..." for TLS; an '
+            "empty string keeps this node on its own."
+        ),
+    )
+    key_prefix: str = Field(
+        default="sipwarden",
+        min_length=1,
+        max_length=64,
+        description="Prefix of every Redis key and channel sipwarden uses (one per cluster).",
+    )
+    node_name: str = Field(
+        default="",
+        max_length=64,
+        description=(
+            "Name of this node in shared bans (which node decided a ban); empty uses the host name."
+        ),
+    )
+
+
+class RulesConfig(_Section):
+    """Host and edge firewall rules (the "sipwarden rules" commands): what the generated rulesets
+    allow. They are printed for you to review and load; sipwarden never applies them."""
+
+    public_interface: str = Field(
+        default="eth0",
+        min_length=1,
+        max_length=15,
+        description=(
+            "Interface facing the Internet. BCP 38 (RFC 2827) checks apply to it: packets "
+            "arriving there from private, loopback, link-local, documentation, multicast "
+            "or other bogon sources are dropped."
+        ),
+    )
+    management_networks: tuple[Network, ...] = Field(
+        default=(),
+        description=(
+            "Networks (your VPN, your office) allowed to reach the management ports. Empty "
+            "closes the management ports to everyone, which is the safe default: put PBX "
+            'administration behind a VPN and list its range here, e.g. ["10.8.0.0/24"].'
+        ),
+    )
+    management_tcp_ports: tuple[Port, ...] = Field(
+        default=(22, 80, 443, 5038, 8021, 8088, 8089),
+        description=(
+            "TCP management ports, reachable only from management_networks: SSH, web "
+            "administration and provisioning over HTTP(S), Asterisk AMI (5038) and "
+            "ARI/HTTP (8088, 8089), FreeSWITCH event socket (8021)."
+        ),
+    )
+    management_udp_ports: tuple[Port, ...] = Field(
+        default=(69, 161),
+        description="UDP management ports: TFTP provisioning (69) and SNMP (161).",
+    )
+    sip_rate: int = Field(
+        default=50,
+        ge=1,
+        le=100_000,
+        description=(
+            "SIP packets per second accepted from one source address; more is dropped. A "
+            "busy phone sends a few per second, a trunk with many calls more: allowlist "
+            "trunks in bans.allowlist, they bypass the limit."
+        ),
+    )
+    sip_burst: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="Packets a source may send above sip_rate in a short burst.",
+    )
+    sip_tcp_connections: int = Field(
+        default=20,
+        ge=1,
+        le=65_535,
+        description="Concurrent TCP/TLS connections to the SIP ports from one source address.",
+    )
+    rtp_ports: tuple[Port, Port] = Field(
+        default=(10_000, 20_000),
+        description=(
+            "First and last UDP port of the PBX's media (RTP/RTCP) range, opened to everyone."
+        ),
+    )
+    bcp38: bool = Field(
+        default=True,
+        description="Drop packets with bogon source addresses on public_interface (BCP 38).",
+    )
+    drop_scanner_user_agents: bool = Field(
+        default=True,
+        description=(
+            "Drop SIP packets carrying the User-Agent of a known scanner (friendly-scanner, "
+            "sipvicious, sipcli, ...) by string match in the kernel, before they reach any "
+            "process. Cheap; sipwarden's own detection still catches renamed tools."
+        ),
+    )
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _ordered_range(cls, ports: tuple[int, int]) -> tuple[int, int]:
+        if ports[0] > ports[1]:
+            raise ValueError(f"the first port ({ports[0]}) is after the last ({ports[1]})")
+        return ports
 
 
 if TYPE_CHECKING:
@@ -223,6 +420,9 @@ class Config(_Section):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     bans: _BansConfig = Field(default_factory=_BansConfig)
+    enforce: EnforceConfig = Field(default_factory=EnforceConfig)
+    shared: SharedConfig = Field(default_factory=SharedConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
     detect: _DetectConfig = Field(default_factory=_DetectConfig)
 
 

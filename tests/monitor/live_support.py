@@ -105,8 +105,14 @@ class LiveMonitor:
         ports: Sequence[int],
         source: Sequence[str] = ("--interface", "lo"),
         duration: float = 30.0,
+        prefix: Sequence[str] = (),
+        extra_config: str = "",
+        store: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.prefix = tuple(prefix)  # e.g. ("ip", "netns", "exec", NAME) to run in a namespace
+        self.extra_config = extra_config
+        self.store = store  # the SQLite store, or None for no store
         self.ports = tuple(int(port) for port in ports)
         self.source = tuple(source)
         self.duration = duration
@@ -127,6 +133,7 @@ class LiveMonitor:
     def argv(self) -> list[str]:
         """The command line (``sys.executable``: the interpreter running the tests)."""
         return [
+            *self.prefix,
             sys.executable,
             "-m",
             "sipwarden",
@@ -140,15 +147,15 @@ class LiveMonitor:
         ]
 
     def write_config(self) -> Path:
-        """The monitor's configuration: the ports, no store, no sniffing of other ports."""
+        """The monitor's configuration: the ports, the store if any, no sniffing of other ports."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         ports = ", ".join(str(port) for port in self.ports)
         self.config_path.write_text(
             f"[sip]\nports = [{ports}]\n\n"
-            '[store]\npath = ""\n\n'
+            f'[store]\npath = "{self.store or ""}"\n\n'
             "[monitor]\nsniff_any_port = false\n\n"
             # Pinned: the readiness line is read from stderr in this format.
-            '[log]\nlevel = "info"\nformat = "text"\n'
+            '[log]\nlevel = "info"\nformat = "text"\n' + self.extra_config
         )
         return self.config_path
 

@@ -1,14 +1,16 @@
 """The monitor's main loop: captures in, engine in the middle, events out.
 
 Every observation goes through the same :class:`~sipwarden.engine.engine.Engine`
-the gateway runs in-line. Events (and the bans the engine would decide) go to
-the sinks the user asked for: JSON lines on stdout, the embedded store, and a
-human summary of the top offenders at the end. A damaged capture is reported
+the gateway runs in-line. Events go to the sinks the user asked for: JSON
+lines on stdout, the embedded store, and a human summary of the top offenders
+at the end; the bans the engine decides go to the ban manager, which keeps
+them in the store and, on a live source, enforces them. A damaged capture is reported
 with the packet number and everything before the damage is still analysed.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -16,15 +18,18 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from sipwarden.alerts.records import ban_record, event_record, to_json_line
+from sipwarden.enforce.manager import BanManager
 from sipwarden.engine.contract import Inspection, Observation
 from sipwarden.engine.engine import Engine
-from sipwarden.errors import CaptureError
+from sipwarden.errors import CaptureError, StoreError
 from sipwarden.store.sqlite import SqliteStore
 
 from .report import OffenderReport
 from .sources import SourceOptions, observations_from_pcap
 
 __all__ = ["MonitorRun", "analyse_pcaps"]
+
+log = logging.getLogger("sipwarden.monitor")
 
 PROGRESS_EVERY = 0.5  # seconds of wall time between progress lines on a terminal
 
@@ -36,12 +41,14 @@ class MonitorRun:
     engine: Engine
     json_out: TextIO | None = None
     store: SqliteStore | None = None
+    ban_manager: BanManager | None = None
     report: OffenderReport = field(default_factory=OffenderReport)
     messages: int = 0
     malformed: int = 0
     events: int = 0
     bans: int = 0
     damaged: list[str] = field(default_factory=list)
+    _store_error: str = ""
 
     def handle(self, observation: Observation) -> Inspection:
         self.messages += 1
@@ -62,13 +69,24 @@ class MonitorRun:
                 self.json_out.write(to_json_line(event_record(event)) + "\n")
         for ban in inspection.bans:
             self.report.add_ban(ban)
+            if self.ban_manager is not None:
+                self.ban_manager.apply(ban)
             if self.json_out is not None:
                 self.json_out.write(to_json_line(ban_record(ban)) + "\n")
         if self.json_out is not None:
             self.json_out.flush()  # live sources: a SIEM sees the event now, not at exit
         if self.store is not None:
-            self.store.add_events(inspection.events)
-            self.store.add_bans(inspection.bans)
+            try:
+                self.store.add_events(inspection.events)
+            except StoreError as error:
+                self.store_failed(error)
+
+    def store_failed(self, error: StoreError) -> None:
+        """Report a store that cannot be written, once per distinct problem, and go on:
+        the events still reach the JSON output and the report, and stay buffered."""
+        if str(error) != self._store_error:
+            self._store_error = str(error)
+            log.error("events not saved yet (kept in memory, retried): %s", error)
 
 
 class _Progress:
@@ -93,10 +111,18 @@ class _Progress:
 
 
 def _analyse(run: MonitorRun, observations: Iterable[Observation], progress: _Progress) -> None:
+    observation = None
     for count, observation in enumerate(observations):
         run.handle(observation)
         if count % 1024 == 0:
             progress.tick(run)
+            if run.ban_manager is not None:
+                # A capture's bans are kept on the capture's clock: they are
+                # history, written to the store, never pushed into the kernel
+                # (the caller builds a manager without kernel backends for files).
+                run.ban_manager.tick(observation.ts)
+    if run.ban_manager is not None and observation is not None:
+        run.ban_manager.tick(observation.ts)
 
 
 def analyse_pcaps(
@@ -113,5 +139,8 @@ def analyse_pcaps(
         finally:
             progress.done()
     if run.store is not None:
-        run.store.flush()
+        try:
+            run.store.flush()
+        except StoreError as error:
+            run.store_failed(error)
     return run
