@@ -62,6 +62,18 @@ def members(namespace: Namespace, name: str) -> set[str]:
     return found
 
 
+def host_monitor(lab: NetLab, tmp_path: Path, *, store: Path | None = None) -> LiveMonitor:
+    """The live monitor on the host's public interface, enforcing through nftables."""
+    return LiveMonitor(
+        tmp_path / "monitor",
+        ports=[SIP_PORT],
+        source=("--interface", PUBLIC_IF),
+        prefix=lab.host.argv([]),
+        extra_config='\n[enforce]\nbackends = ["nftables"]\n',
+        store=store,
+    )
+
+
 def reached(lab: NetLab, sources: list[str], destination: str) -> set[str]:
     """Which of ``sources`` get a datagram through to the SIP port."""
     with lab.host.listen_udp(SIP_PORT) as listener:
@@ -181,13 +193,7 @@ def test_the_live_monitor_bans_a_scanner_in_the_kernel(net_lab: NetLab, tmp_path
     """svmap from outside; the monitor on the host's public interface detects and bans it."""
     require_tool("nft", NFT_INSTALL)
     svmap = require_tool("svmap", "apt-get install sipvicious")
-    monitor = LiveMonitor(
-        tmp_path / "monitor",
-        ports=[SIP_PORT],
-        source=("--interface", PUBLIC_IF),
-        prefix=net_lab.host.argv([]),
-        extra_config='\n[enforce]\nbackends = ["nftables"]\n',
-    )
+    monitor = host_monitor(net_lab, tmp_path)
     with net_lab.host.listen_udp(SIP_PORT) as pbx, monitor:
         net_lab.outside.run([svmap, "-p", str(SIP_PORT), HOST4], check=False)
         ban = monitor.wait_for(lambda record: record.kind == "ban", timeout=5.0, what="ban")
@@ -214,14 +220,7 @@ def test_a_restart_puts_the_stored_bans_back_into_the_kernel(
     )
     net_lab.host.run(["nft", "delete", "table", "inet", "sipwarden"])  # the reboot
     assert reached(net_lab, [ATTACKER4], HOST4) == {ATTACKER4}
-    monitor = LiveMonitor(
-        tmp_path / "monitor",
-        ports=[SIP_PORT],
-        source=("--interface", PUBLIC_IF),
-        prefix=net_lab.host.argv([]),
-        extra_config='\n[enforce]\nbackends = ["nftables"]\n',
-        store=tmp_path / "store.sqlite3",
-    )
+    monitor = host_monitor(net_lab, tmp_path, store=tmp_path / "store.sqlite3")
     with monitor:
         assert members(net_lab.host, "banned4") == {ATTACKER4}  # restored before capturing
         assert reached(net_lab, [ATTACKER4, CLIENT4], HOST4) == {CLIENT4}

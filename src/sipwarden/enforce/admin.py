@@ -9,6 +9,7 @@ nodes exactly as an engine ban does.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
@@ -18,6 +19,7 @@ from sipwarden.errors import ConfigError, EnforcementError
 from sipwarden.store.sqlite import SqliteStore
 
 from .ban import Ban, canonical_source
+from .manager import BackendStatus, BanManager
 from .setup import build_ban_manager
 
 if TYPE_CHECKING:
@@ -108,36 +110,34 @@ def _event_line(record: dict[str, Any]) -> str:
     )
 
 
-def ban_source(config: Config, source: str, *, duration: float, reason: str, now: float) -> Ban:
-    """Ban ``source`` by hand, everywhere the configuration enforces bans."""
+@contextlib.contextmanager
+def _enforcing(config: Config, now: float) -> Iterator[BanManager]:
+    """A manager for one change by hand: started, ticked once the change is made, closed;
+    a backend that failed is the command's failure (it cannot retry later)."""
     with open_store(config) as store:
         manager = build_ban_manager(config, store=store, enforcing=True)
         manager.start(now)
         try:
-            ban = manager.ban(source, duration=duration, reason=reason, now=now)
+            yield manager
             manager.tick(now)
         finally:
             manager.close()
         _raise_for_failures(manager.status())
-    return ban
+
+
+def ban_source(config: Config, source: str, *, duration: float, reason: str, now: float) -> Ban:
+    """Ban ``source`` by hand, everywhere the configuration enforces bans."""
+    with _enforcing(config, now) as manager:
+        return manager.ban(source, duration=duration, reason=reason, now=now)
 
 
 def lift_source(config: Config, source: str, *, now: float) -> Ban | None:
     """Lift the ban on ``source`` everywhere; the ban lifted, or ``None`` if there was none."""
-    with open_store(config) as store:
-        manager = build_ban_manager(config, store=store, enforcing=True)
-        manager.start(now)
-        try:
-            lifted = manager.lift(source)
-            manager.tick(now)
-        finally:
-            manager.close()
-        _raise_for_failures(manager.status())
-    return lifted
+    with _enforcing(config, now) as manager:
+        return manager.lift(source)
 
 
-def _raise_for_failures(statuses: list[Any]) -> None:
-    """A one-shot command cannot retry later: a backend that failed is the command's failure."""
+def _raise_for_failures(statuses: list[BackendStatus]) -> None:
     failed = [f"{status.name}: {status.error}" for status in statuses if not status.healthy]
     if failed:
         raise EnforcementError(
