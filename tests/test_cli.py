@@ -74,6 +74,10 @@ def test_help_lists_every_command() -> None:
         ["bans", "unban"],
         ["audit"],
         ["rules"],
+        ["rules", "nftables"],
+        ["rules", "iptables"],
+        ["rules", "fail2ban"],
+        ["rules", "edge"],
         ["version"],
         ["config"],
         ["config", "example"],
@@ -154,7 +158,7 @@ def test_monitor_missing_capture_file() -> None:
 # ---------------------------------------------------------------- audit, rules
 
 
-@pytest.mark.parametrize(("group", "planned"), [("audit", "passwords"), ("rules", "fail2ban")])
+@pytest.mark.parametrize(("group", "planned"), [("audit", "passwords")])
 def test_planned_groups(group: str, planned: str) -> None:
     help_text = run(group, "--help").stdout
     assert "(not available yet)" in help_text
@@ -321,3 +325,35 @@ def test_python_dash_m_runs(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "not built yet" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_rules_commands_print_what_the_generators_render(tmp_path: Path) -> None:
+    from sipwarden.enforce.rules.edge import render_edge  # noqa: PLC0415
+    from sipwarden.enforce.rules.iptables import render_iptables  # noqa: PLC0415
+    from sipwarden.enforce.rules.nftables import render_nftables  # noqa: PLC0415
+
+    config = Config()
+    assert run("rules", "nftables").stdout == render_nftables(config)
+    assert run("rules", "iptables", "--ipv6").stdout == render_iptables(config, ipv6=True)
+    assert run("rules", "edge", "--syntax", "routeros").stdout == render_edge(
+        config, syntax="routeros"
+    )
+    unknown = run("rules", "edge", "--syntax", "junos")
+    assert unknown.exit_code == 2
+    assert "junos" in unknown.stderr
+
+
+def test_rules_fail2ban_writes_its_files_under_the_output_directory(tmp_path: Path) -> None:
+    written = run("rules", "fail2ban", "--output", str(tmp_path / "f2b"), "--enable", "sipwarden")
+    assert written.exit_code == 0, written.output
+    jail = (tmp_path / "f2b" / "jail.d" / "sipwarden.conf").read_text()
+    assert "[sipwarden]" in jail
+    assert (tmp_path / "f2b" / "filter.d" / "sipwarden-asterisk.conf").is_file()
+    printed = run("rules", "fail2ban").stdout
+    assert "# ===== filter.d/sipwarden-freeswitch.conf =====" in printed
+    bad = run("rules", "fail2ban", "--enable", "no-such-jail")
+    assert bad.exit_code == 2
+    assert "no-such-jail" in bad.stderr

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import click
@@ -300,14 +301,6 @@ _PLANNED_AUDITS: Final[dict[str, str]] = {
     "numbering": "extension numbering that makes enumeration easy",
 }
 
-_PLANNED_RULES: Final[dict[str, str]] = {
-    "nftables": "nftables sets and rules: SIP ports, rate limits, ban sets",
-    "iptables": "iptables/ipset rules for hosts without nftables",
-    "fail2ban": "jails and filters for Asterisk and FreeSWITCH security logs",
-    "acl": "management interface allow-lists (web GUI, AMI, SSH)",
-    "bcp38": "source-address validation (BCP 38) for the edge router",
-}
-
 
 def _planned_epilog(title: str, planned: dict[str, str]) -> str:
     width = max(len(name) for name in planned) + 2
@@ -358,24 +351,142 @@ def audit() -> None:
     """
 
 
-@cli.group(
-    cls=_PlannedGroup,
-    planned=_PLANNED_RULES,
-    short_help="Generate host and edge firewall rules (nftables, fail2ban, ...).",
-    epilog=_planned_epilog("Planned generators", _PLANNED_RULES),
-)
+@cli.group(short_help="Generate host and edge firewall rules (nftables, fail2ban, ...).")
 def rules() -> None:
     """Generate host and edge firewall rules from the configuration.
 
     Use it to harden the PBX host itself, or the router in front of it, with rules
-    you can review and apply yourself: the output is printed, never applied.
-
-    No generator is available yet; the list below is what is coming. An example of
-    what the commands will look like:
+    you review and load yourself: the output is printed (or written), never applied.
+    Every generator reads [rules], [sip] and [bans] (the allowlist is never limited or
+    banned) and comments each block with why it is there.
 
     \b
+    Examples:
+      sipwarden rules nftables > sipwarden.nft && nft -c -f sipwarden.nft
+      sipwarden rules iptables > rules.v4; sipwarden rules iptables --ipv6 > rules.v6
+      sipwarden rules fail2ban --output /etc/fail2ban --enable sipwarden-asterisk
+      sipwarden rules edge --syntax cisco-ios --outside Gi0/0/0 --inside Gi0/0/1
+    """
+
+
+@rules.command(name="nftables")
+@click.pass_context
+def rules_nftables(ctx: click.Context) -> None:
+    """A complete nftables ruleset for the PBX host, with sipwarden's ban sets hooked in.
+
+    SIP ports with per-source rate and connection limits, the RTP range, management
+    ports only from rules.management_networks, BCP 38 on rules.public_interface.
+    Check it with `nft -c -f FILE` before loading it.
+
+    \b
+    Example:
       sipwarden rules nftables > /etc/nftables.d/sipwarden.nft
     """
+    from sipwarden.enforce.rules.nftables import render_nftables  # noqa: PLC0415
+
+    click.echo(render_nftables(_state(ctx).config()), nl=False)
+
+
+@rules.command(name="iptables")
+@click.option("--ipv6", is_flag=True, help="ip6tables rules instead of iptables.")
+@click.pass_context
+def rules_iptables(ctx: click.Context, ipv6: bool) -> None:
+    """An iptables-restore ruleset (with ipset ban sets) for hosts without nftables.
+
+    The ipset commands to run first are in the header; check the output with
+    `iptables-restore --test`.
+
+    \b
+    Examples:
+      sipwarden rules iptables > /etc/iptables/rules.v4
+      sipwarden rules iptables --ipv6 > /etc/iptables/rules.v6
+    """
+    from sipwarden.enforce.rules.iptables import render_iptables  # noqa: PLC0415
+
+    click.echo(render_iptables(_state(ctx).config(), ipv6=ipv6), nl=False)
+
+
+@rules.command(name="fail2ban")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the files under this directory (filter.d/, jail.d/, fail2ban.d/).",
+)
+@click.option("--json-log", help="sipwarden's JSON event log the sipwarden jails read.")
+@click.option("--all-ports", is_flag=True, help="Ban on every port, not only the SIP ports.")
+@click.option("--enable", "enabled", multiple=True, help="Enable this jail (repeatable).")
+@click.pass_context
+def rules_fail2ban(
+    ctx: click.Context,
+    output: Path | None,
+    json_log: str | None,
+    all_ports: bool,
+    enabled: tuple[str, ...],
+) -> None:
+    """fail2ban filters and jails: Asterisk (chan_sip, PJSIP, security log), FreeSWITCH and
+    sipwarden's own JSON log, with escalating bans that mirror [bans].
+
+    \b
+    Examples:
+      sipwarden rules fail2ban                       (prints every file)
+      sipwarden rules fail2ban --output /etc/fail2ban --enable sipwarden-asterisk
+    """
+    from sipwarden.enforce.rules.fail2ban import DEFAULT_JSON_LOG, render_fail2ban  # noqa: PLC0415
+
+    try:
+        files = render_fail2ban(
+            _state(ctx).config(),
+            json_log=json_log or DEFAULT_JSON_LOG,
+            all_ports=all_ports,
+            enable=enabled,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--enable") from None
+    for name, text in files.items():
+        if output is None:
+            click.echo(f"# ===== {name} =====\n{text}")
+        else:
+            target = output / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            click.echo(f"wrote {target}", err=True)
+
+
+@rules.command(name="edge")
+@click.option("--syntax", default="cisco-ios", show_default=True, help="cisco-ios or routeros.")
+@click.option("--outside", help="The router's Internet-facing interface.")
+@click.option("--inside", help="The router's interface towards the PBX.")
+@click.option(
+    "--site-prefix", "site_prefixes", multiple=True, help="Your own prefix (egress BCP 38)."
+)
+@click.pass_context
+def rules_edge(
+    ctx: click.Context,
+    syntax: str,
+    outside: str | None,
+    inside: str | None,
+    site_prefixes: tuple[str, ...],
+) -> None:
+    """A template for the edge router: BCP 38 ingress and egress filtering, SIP rate
+    limits, management ports only from the management networks.
+
+    \b
+    Example:
+      sipwarden rules edge --syntax routeros --outside ether1 --site-prefix 198.51.100.0/24
+    """
+    from sipwarden.enforce.rules.edge import render_edge  # noqa: PLC0415
+
+    try:
+        text = render_edge(
+            _state(ctx).config(),
+            syntax=syntax,
+            outside=outside,
+            inside=inside,
+            site_prefixes=site_prefixes,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    click.echo(text, nl=False)
 
 
 # --------------------------------------------------------------------------- bans

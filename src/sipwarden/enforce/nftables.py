@@ -13,6 +13,7 @@ All changes go through ``nft -f -`` as one transaction per batch.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Final
 
@@ -34,7 +35,7 @@ def set_name(source: str) -> str:
     return f"banned{family}_nets" if "/" in source else f"banned{family}"
 
 
-def ban_table_script(table: str, size: int) -> str:
+def ban_table_script(table: str, size: int, allowlist: Sequence[str] = ()) -> str:
     """The nft script that creates sipwarden's ban table (idempotent: ``add``, never ``flush``).
 
     The rule generator (``sipwarden rules nftables``) prints the same text, so the
@@ -55,11 +56,31 @@ add table inet {table}
 {sets}
 add chain inet {table} {CHAIN} {{ type filter hook prerouting priority {PRIORITY}; policy accept; }}
 flush chain inet {table} {CHAIN}
+{_allowlist_rules(table, allowlist)}\
 add rule inet {table} {CHAIN} ip saddr @banned4 counter drop comment "banned by sipwarden"
 add rule inet {table} {CHAIN} ip saddr @banned4_nets counter drop comment "banned by sipwarden"
 add rule inet {table} {CHAIN} ip6 saddr @banned6 counter drop comment "banned by sipwarden"
 add rule inet {table} {CHAIN} ip6 saddr @banned6_nets counter drop comment "banned by sipwarden"
 """
+
+
+def _allowlist_rules(table: str, allowlist: Sequence[str]) -> str:
+    """Accept rules for bans.allowlist ahead of the drops: the manager never bans an
+    allowlisted network, and this keeps it so even for an element someone else adds."""
+    rules = []
+    parsed = [ipaddress.ip_network(entry, strict=False) for entry in allowlist]
+    for family, version in (("ip", 4), ("ip6", 6)):
+        # Canonical and merged, so every caller's spelling gives the same table.
+        networks = [
+            str(net)
+            for net in ipaddress.collapse_addresses(n for n in parsed if n.version == version)  # type: ignore[type-var]
+        ]
+        if networks:
+            rules.append(
+                f"add rule inet {table} {CHAIN} {family} saddr {{ {', '.join(networks)} }} "
+                'accept comment "bans.allowlist: never banned"\n'
+            )
+    return "".join(rules)
 
 
 def _timeout(ban: Ban, now: float) -> str:
@@ -73,8 +94,14 @@ class NftablesBackend:
     name = "nftables"
 
     def __init__(
-        self, *, table: str = "sipwarden", size: int = 262_144, flush_conntrack: bool = True
+        self,
+        *,
+        table: str = "sipwarden",
+        size: int = 262_144,
+        flush_conntrack: bool = True,
+        allowlist: Sequence[str] = (),
     ) -> None:
+        self.allowlist = tuple(allowlist)
         self.table = table
         self.size = size
         self.flush_conntrack = flush_conntrack
@@ -83,7 +110,7 @@ class NftablesBackend:
         run_tool(["nft", "-f", "-"], stdin=script)
 
     def install(self) -> None:
-        self._apply(ban_table_script(self.table, self.size))
+        self._apply(ban_table_script(self.table, self.size, self.allowlist))
 
     def _element_lines(self, ban: Ban, now: float) -> str:
         where = f"inet {self.table} {set_name(ban.source)}"

@@ -31,6 +31,7 @@ def kernel_backends(config: Config) -> list[BanBackend]:
 
             backends.append(
                 NftablesBackend(
+                    allowlist=ban_settings(config.bans).allowlist,
                     table=settings.nftables_table,
                     size=settings.max_kernel_bans,
                     flush_conntrack=settings.flush_conntrack,
