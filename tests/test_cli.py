@@ -123,9 +123,9 @@ def test_unknown_command_is_a_usage_error() -> None:
 # ---------------------------------------------------------------- gateway, monitor
 
 
-def test_gateway_says_it_is_not_built_and_what_to_use() -> None:
+def test_gateway_without_upstreams_names_the_key() -> None:
     result = run("gateway")
-    assert_clean_failure(result, "not built yet", "sipwarden monitor")
+    assert_clean_failure(result, "gateway.upstreams")
 
 
 def test_monitor_without_a_source_is_a_usage_error() -> None:
@@ -323,7 +323,7 @@ def test_python_dash_m_runs(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert "not built yet" in result.stderr
+    assert "gateway.upstreams" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -163,27 +163,36 @@ def _state(ctx: click.Context) -> _State:
 # --------------------------------------------------------------------------- gateway
 
 
-@cli.command(short_help="In-line SIP firewall / SBC in front of the PBX (not built yet).")
-def gateway() -> NoReturn:
-    """In-line SIP firewall and lightweight SBC in front of the PBX. NOT BUILT YET.
+@cli.command(short_help="In-line SIP firewall / SBC in front of the PBX.")
+@click.option(
+    "--json", "json_lines", is_flag=True, help="Write security events as JSON lines on stdout."
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop after this many seconds (tests, trials); default: until SIGINT/SIGTERM.",
+)
+@click.pass_context
+def gateway(ctx: click.Context, json_lines: bool, duration: float | None) -> None:
+    """In-line SIP firewall and lightweight SBC in front of the PBX.
 
-    The gateway will sit between the internet and the PBX on the ports of sip.ports:
-    it drops scanners, enforces message format and session state, limits rates and
-    sessions, hides the PBX's topology and applies the fraud policy to each call before
-    it reaches the PBX. Use it when you can put a box (or a container) in the signalling
-    path.
-
-    Until it exists, run the passive monitor on a capture or a mirror port; it runs the
-    same detection engine:
+    The gateway listens where the PBX used to listen (gateway.listen) and forwards
+    what the detection engine allows to the PBX (gateway.upstreams). Banned and bogon
+    sources, floods and malformed messages never reach it; answers look the same for
+    known and unknown accounts; the PBX's address, product name and version never
+    reach the outside: the gateway record-routes itself, rewrites Via, Contact,
+    Record-Route, User-Agent/Server and the SDP origin, and restores them on the way
+    back. Bans go to the kernel backends and the other nodes like the monitor's.
 
     \b
-      sipwarden monitor --pcap capture.pcap
+    Example (the PBX moved to 127.0.0.1:5080, the gateway takes 5060):
+      sipwarden gateway --json >> /var/log/sipwarden/events.jsonl
+    with [gateway] listen = ["udp:203.0.113.10:5060"], upstreams = ["udp:127.0.0.1:5080"]
     """
-    raise _CannotRun(
-        "the in-line gateway is not built yet. Meanwhile use `sipwarden monitor`, which runs "
-        "the same detection engine passively on captures (see `sipwarden monitor --help`).",
-        label="gateway",
-    )
+    config = _state(ctx).config()
+    from sipwarden.gateway.command import run_gateway  # noqa: PLC0415 - keep --help light
+
+    ctx.exit(run_gateway(config, json_lines=json_lines, duration=duration))
 
 
 # --------------------------------------------------------------------------- monitor

@@ -56,6 +56,9 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "Config",
     "EnforceConfig",
+    "GatewayConfig",
+    "GatewayMediaConfig",
+    "GatewayTlsConfig",
     "LogConfig",
     "MonitorConfig",
     "ParserConfig",
@@ -401,6 +404,165 @@ class RulesConfig(_Section):
         return ports
 
 
+_LISTEN = r"^(udp|tcp|tls):(\[[0-9A-Fa-f:.]+\]|[0-9.]+):[0-9]{1,5}$"
+_UPSTREAM = r"^(udp|tcp|tls):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
+TransportAddress = Annotated[str, Field(pattern=_LISTEN)]
+UpstreamAddress = Annotated[str, Field(pattern=_UPSTREAM)]
+
+
+class GatewayTlsConfig(_Section):
+    """SIP over TLS on the gateway's tls: listeners. The certificate and key are files you
+    supply (sipwarden ships no key); only TLS 1.2 and 1.3 with forward-secret AEAD ciphers
+    are offered. With mutual TLS, a client must present a certificate signed by ca_file."""
+
+    cert_file: str = Field(
+        default="",
+        description="PEM certificate chain of the gateway (leaf first). Needed for tls: listeners.",
+    )
+    key_file: str = Field(default="", description="PEM private key of cert_file.")
+    ca_file: str = Field(
+        default="",
+        description=(
+            "PEM CA certificates that sign client certificates (mutual TLS), and that the "
+            "PBX's certificate must chain to when an upstream is reached over tls:."
+        ),
+    )
+    require_client_cert: bool = Field(
+        default=False,
+        description=(
+            "Mutual TLS: refuse a TLS client without a valid certificate signed by ca_file."
+        ),
+    )
+    bind_account_to_subject: bool = Field(
+        default=False,
+        description=(
+            "With mutual TLS, a REGISTER or INVITE is accepted only for the SIP account "
+            "named in the client certificate (its subject CN or a SAN URI sip:user@...)."
+        ),
+    )
+
+
+class GatewayMediaConfig(_Section):
+    """Media: SRTP policy and optional media anchoring through rtpengine, so the PBX's media
+    address never reaches the outside."""
+
+    require_srtp: bool = Field(
+        default=False,
+        description=(
+            "Refuse (488 Not Acceptable Here) a call from outside whose SDP offers no SRTP: "
+            "RTP/SAVP(F) with a=crypto, or DTLS-SRTP (UDP/TLS/RTP/SAVP(F) with a=fingerprint)."
+        ),
+    )
+    rtpengine: str = Field(
+        default="",
+        pattern=r"^$|^udp:(\[[0-9A-Fa-f:.]+\]|[0-9.]+):[0-9]{1,5}$",
+        description=(
+            'rtpengine\'s ng control socket, e.g. "udp:127.0.0.1:2223"; empty sends media '
+            "directly between the phones and the PBX (its media address is then visible)."
+        ),
+    )
+
+
+class GatewayConfig(_Section):
+    """The in-line gateway (the "sipwarden gateway" command): where it listens, which PBX
+    it protects, and what it hides. It forwards what the engine allows to the PBX,
+    record-routes itself so in-dialog requests come back through it, and rewrites what
+    would reveal the PBX."""
+
+    listen: tuple[TransportAddress, ...] = Field(
+        default=("udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"),
+        description=(
+            'Listeners as "transport:address:port" (udp, tcp or tls; IPv6 in brackets, e.g. '
+            '"udp:[::]:5060"). The gateway takes the address the PBX used to listen on.'
+        ),
+    )
+    public_address: str = Field(
+        default="",
+        description=(
+            "Address (or host name) the outside sees in Via, Record-Route and Contact. Empty "
+            "uses the listener's address, which must then not be a wildcard."
+        ),
+    )
+    upstreams: tuple[UpstreamAddress, ...] = Field(
+        default=(),
+        description=(
+            'The PBX (or PBXs, in order of preference) as "transport:host:port", e.g. '
+            '["udp:10.0.0.5:5060"]. The first healthy one receives new requests; at least one '
+            "is needed to run the gateway."
+        ),
+    )
+    health_check_interval: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Seconds between OPTIONS probes of each upstream. An upstream that misses three "
+            "answers in a row is skipped until it answers again."
+        ),
+    )
+    identity: str = Field(
+        default="",
+        max_length=128,
+        description=(
+            "What the outside sees in User-Agent and Server instead of the PBX's own product "
+            'and version, e.g. "Avaya CM"; empty removes both headers.'
+        ),
+    )
+    strip_outbound_headers: tuple[str, ...] = Field(
+        default=("Organization", "Warning", "X-*", "P-*"),
+        description=(
+            "Headers removed from messages going out (names, or a prefix ending in *): they "
+            "reveal the PBX product, its version or internal names."
+        ),
+    )
+    strip_inbound_headers: tuple[str, ...] = Field(
+        default=("P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID", "X-*"),
+        description=(
+            "Headers removed from messages coming in from outside: identity headers the PBX "
+            "would trust (RFC 3325 trust ends at the gateway) and private extensions."
+        ),
+    )
+    sdp_session_name: str = Field(
+        default="-",
+        max_length=64,
+        description=(
+            "SDP s= line written on the outside (PBXs put their product name there); the "
+            "o= line's address is replaced by the gateway's too."
+        ),
+    )
+    bogon_check: bool = Field(
+        default=True,
+        description=(
+            "Drop requests from bogon sources (private, loopback, documentation, ... "
+            "addresses: BCP 38) arriving from outside. Turn it off when phones reach the "
+            "gateway from a private network; bans.allowlist networks always pass."
+        ),
+    )
+    uniform_auth_answers: bool = Field(
+        default=True,
+        description=(
+            "Answer unknown and known accounts alike (a challenge, then 403), so the PBX "
+            "cannot serve as an oracle for extension enumeration."
+        ),
+    )
+    secret_file: str = Field(
+        default="sipwarden.key",
+        description=(
+            "File of the key that signs the routing state the gateway writes into Record-Route "
+            "and Contact (so calls survive a restart); created, readable by its owner only, "
+            "when missing. Every gateway node of one PBX needs the same file."
+        ),
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Worker processes sharing the listeners (SO_REUSEPORT); 0 is one per core.",
+    )
+    tls: GatewayTlsConfig = Field(default_factory=GatewayTlsConfig)
+    media: GatewayMediaConfig = Field(default_factory=GatewayMediaConfig)
+
+
 if TYPE_CHECKING:
     # Made at import time from the detectors' settings dataclasses (see
     # detection_config.py); to mypy they are plain sections.
@@ -418,6 +580,7 @@ class Config(_Section):
     sip: SipConfig = Field(default_factory=SipConfig)
     parser: ParserConfig = Field(default_factory=ParserConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     bans: _BansConfig = Field(default_factory=_BansConfig)
     enforce: EnforceConfig = Field(default_factory=EnforceConfig)

@@ -45,7 +45,7 @@ INSTALL_SIPVICIOUS: Final = "apt-get install sipvicious"
 #: What the monitor logs (stderr, text format) once its live capture is open.
 # What the monitor logs once its live source is open: "capturing on IF ..."
 # for an interface, "receiving HEP on ADDR ..." for a HEP feed.
-READY_MARKERS: Final = ("capturing on ", "receiving HEP on ")
+READY_MARKERS: Final = ("capturing on ", "receiving HEP on ", "gateway running")
 
 # Log levels of the text format (`TIME LEVEL logger: message`) and Python's traceback.
 _PROBLEM_MARKS: Final = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback (most recent call last)")
@@ -108,11 +108,13 @@ class LiveMonitor:
         prefix: Sequence[str] = (),
         extra_config: str = "",
         store: Path | None = None,
+        command: str = "monitor",
     ) -> None:
         self.workdir = Path(workdir)
         self.prefix = tuple(prefix)  # e.g. ("ip", "netns", "exec", NAME) to run in a namespace
         self.extra_config = extra_config
         self.store = store  # the SQLite store, or None for no store
+        self.command = command  # "monitor", or "gateway" (then ``source`` is empty)
         self.ports = tuple(int(port) for port in ports)
         self.source = tuple(source)
         self.duration = duration
@@ -139,7 +141,7 @@ class LiveMonitor:
             "sipwarden",
             "--config",
             str(self.config_path),
-            "monitor",
+            self.command,
             *self.source,
             "--json",
             "--duration",

@@ -1,0 +1,212 @@
+"""``sipwarden gateway``: the configuration turned into a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from sipwarden.alerts.records import event_record, to_json_line
+from sipwarden.config import Config
+from sipwarden.detect.registry import build_engine
+from sipwarden.detection_config import ban_settings, detection_settings
+from sipwarden.enforce.manager import BanManager
+from sipwarden.enforce.setup import build_ban_manager
+from sipwarden.engine.contract import Inspection
+from sipwarden.errors import ConfigError, StoreError
+from sipwarden.store.sqlite import SqliteStore
+
+from .core import GatewayCore
+from .model import Endpoint, GatewaySettings
+from .screening import RateLimiter
+from .server import GatewayServer
+from .tokens import TokenSigner
+
+__all__ = ["gateway_settings", "load_secret", "run_gateway"]
+
+log = logging.getLogger("sipwarden.gateway")
+
+SECRET_BYTES = 32
+
+
+def parse_endpoint(text: str, *, key_path: str, resolve: bool = False) -> Endpoint:
+    """``udp:10.0.0.5:5060`` / ``tcp:[::1]:5060`` as an Endpoint (names resolved when asked)."""
+    transport, rest = text.split(":", 1)
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not resolve:
+            raise ConfigError(f"{host!r} is not an IP address", key_path=key_path) from None
+        try:
+            host = socket.getaddrinfo(host, None)[0][4][0]  # type: ignore[assignment]
+        except OSError as error:
+            raise ConfigError(f"cannot resolve {host!r}: {error}", key_path=key_path) from None
+    return Endpoint(transport, str(host), int(port))
+
+
+def _local_address_towards(upstream: Endpoint) -> str:
+    """The address this host uses to reach ``upstream`` (a routing lookup, no packet sent)."""
+    family = socket.AF_INET6 if ":" in upstream.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((upstream.host, upstream.port))
+        return str(probe.getsockname()[0])
+
+
+def gateway_settings(config: Config) -> tuple[GatewaySettings, list[Endpoint]]:
+    """The core's settings and the listeners, checked; errors name the key."""
+    section = config.gateway
+    if not section.upstreams:
+        raise ConfigError(
+            'the gateway needs the PBX to protect, e.g. ["udp:10.0.0.5:5060"]',
+            key_path="gateway.upstreams",
+        )
+    listeners = [parse_endpoint(text, key_path="gateway.listen") for text in section.listen]
+    upstreams = tuple(
+        parse_endpoint(text, key_path="gateway.upstreams", resolve=True)
+        for text in section.upstreams
+    )
+    first = listeners[0]
+    wildcard = first.host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
+    public = section.public_address or ("" if wildcard else first.host)
+    if not public:
+        raise ConfigError(
+            f"the first listener {first.host} is a wildcard: name the address the outside "
+            "sees (the gateway writes it into Via, Record-Route and Contact)",
+            key_path="gateway.public_address",
+        )
+    inside_host = first.host if not wildcard else _local_address_towards(upstreams[0])
+    media = section.media
+    settings = GatewaySettings(
+        outside=Endpoint(first.transport, public, first.port),
+        inside=Endpoint(upstreams[0].transport, inside_host, first.port),
+        upstreams=upstreams,
+        identity=section.identity,
+        strip_outbound=section.strip_outbound_headers,
+        strip_inbound=section.strip_inbound_headers,
+        sdp_session_name=section.sdp_session_name,
+        uniform_auth_answers=section.uniform_auth_answers,
+        require_srtp=media.require_srtp,
+        health_check_interval=section.health_check_interval,
+    )
+    return settings, listeners
+
+
+def load_secret(path: str) -> bytes:
+    """The routing key: read, or created with owner-only permissions when missing."""
+    file = Path(path)
+    try:
+        key = file.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(SECRET_BYTES)
+        descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(key)
+        log.info("created the routing key %s", file)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read {path}: {error.strerror}", key_path="gateway.secret_file"
+        ) from None
+    if len(key) < 16:
+        raise ConfigError(f"{path} holds fewer than 16 bytes", key_path="gateway.secret_file")
+    return key
+
+
+class _Sink:
+    """Where the gateway's findings go: bans to the manager, events to the store and stdout."""
+
+    def __init__(self, manager: BanManager, store: SqliteStore | None, out: TextIO | None) -> None:
+        self.manager = manager
+        self.store = store
+        self.out = out
+
+    def __call__(self, inspection: Inspection) -> None:
+        for ban in inspection.bans:
+            self.manager.apply(ban)
+        if self.out is not None:
+            for event in inspection.events:
+                self.out.write(to_json_line(event_record(event)) + "\n")
+            self.out.flush()
+        if self.store is not None and inspection.events:
+            try:
+                self.store.add_events(inspection.events)
+            except StoreError as error:
+                log.error("events not saved yet: %s", error)  # noqa: TRY400
+
+
+def _open_store(config: Config) -> SqliteStore | None:
+    if not config.store.path:
+        return None
+    try:
+        return SqliteStore(config.store.path, busy_timeout=config.store.busy_timeout)
+    except StoreError as error:
+        log.error("%s; running without a store", error)  # noqa: TRY400
+        return None
+
+
+def build_core(
+    config: Config, manager: BanManager, store: SqliteStore | None, out: TextIO | None
+) -> GatewayCore:
+    settings, _ = gateway_settings(config)
+    engine = build_engine(detection_settings(config.detect), bans=ban_settings(config.bans))
+    return GatewayCore(
+        settings,
+        engine=engine,
+        signer=TokenSigner(load_secret(config.gateway.secret_file)),
+        bans=manager,
+        report=_Sink(manager, store, out),
+        limiter=RateLimiter(rate=config.rules.sip_rate, burst=config.rules.sip_burst),
+        bogon_check=config.gateway.bogon_check,
+        limits=config.parser.limits(),
+    )
+
+
+def run_gateway(config: Config, *, json_lines: bool, duration: float | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or ``duration`` seconds); exit code 0."""
+    _, listeners = gateway_settings(config)
+    store = _open_store(config)
+    manager = build_ban_manager(config, store=store, enforcing=True)
+    manager.start(time.time())
+    manager.run_in_background()
+    try:
+        core = build_core(config, manager, store, sys.stdout if json_lines else None)
+        server = GatewayServer(core, listeners)
+        asyncio.run(_serve(server, duration))
+    finally:
+        manager.close()
+        if store is not None:
+            try:
+                store.close()
+            except StoreError as error:
+                log.error("%s", error)  # noqa: TRY400
+    return 0
+
+
+async def _serve(server: GatewayServer, duration: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    await server.start()
+    log.info(
+        "gateway running; upstreams %s",
+        ", ".join(e.hostport for e in server.core.settings.upstreams),
+    )
+    await server.serve(stop)
+    log.info("gateway stopped: %s", vars_of(server.core.counters))
+
+
+def vars_of(counters: object) -> str:
+    slots = getattr(type(counters), "__slots__", ())
+    return ", ".join(f"{name} {getattr(counters, name)}" for name in slots)

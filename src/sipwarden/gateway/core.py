@@ -1,0 +1,473 @@
+"""The gateway's decisions, sans-IO: bytes from a side in, bytes to send out.
+
+:meth:`GatewayCore.receive` takes one datagram (or one framed stream
+message) with where it came from and ``now``, and returns what to send
+where. The asyncio listeners only move bytes and call :meth:`GatewayCore.tick`
+for the health probes; every decision is here, testable without a socket.
+
+The pipeline per message from the outside (DESIGN, gateway issue):
+
+1. ban check (the in-process ban table: one dict lookup);
+2. BCP 38: a bogon source is dropped;
+3. per-source rate limit;
+4. strict parse: a request that fails gets 400 with the rule broken, a
+   response is dropped; RFC 3261 16.3 validation (400/416/420/483), loops (482);
+5. the engine's verdict (the same detectors the monitor runs);
+6. media policy (SRTP required: 488);
+7. topology hiding and header rules, then forwarding (:mod:`.routing`).
+
+Messages from the PBX are trusted: they are inspected (the engine pairs the
+PBX's answers with the requests, which is how it sees cracking and
+enumeration) but never dropped by a verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from sipwarden.engine.contract import Action, Direction, Inspection, Observation, Verdict
+from sipwarden.engine.engine import Engine
+from sipwarden.errors import RemoteProtocolError
+from sipwarden.sip.checks import check_proxy_request
+from sipwarden.sip.limits import DEFAULT_LIMITS, ParserLimits
+from sipwarden.sip.message import Message, Request, Response
+from sipwarden.sip.parser import parse_message
+from sipwarden.sip.replies import make_response
+
+from .hiding import HeaderRules, hide_sdp, replace_identity
+from .model import Endpoint, GatewaySettings, Send, Side
+from .routing import BRANCH_PREFIX, Router, endpoint_of_via, literal_endpoint, set_list
+from .screening import RateLimiter, is_bogon
+from .tokens import TokenSigner
+from .transactions import Transaction, TransactionTable
+from .upstreams import Upstreams
+
+__all__ = ["BanCheck", "Counters", "GatewayCore"]
+
+log = logging.getLogger("sipwarden.gateway")
+
+# Requests that create a dialog the gateway must stay in (RFC 3261 16.6 step 4).
+_DIALOG_CREATING: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+# Requests a PBX answers differently for known and unknown accounts.
+_AUTHENTICATED: Final = frozenset({"REGISTER", "INVITE", "SUBSCRIBE", "MESSAGE", "REFER"})
+
+
+class BanCheck(Protocol):
+    def banned(self, address: str, now: float) -> object | None: ...
+
+
+class Counters:
+    """What happened to messages, for the logs and the metrics."""
+
+    __slots__ = ("banned", "bogon", "forwarded", "malformed", "rate_limited", "refused", "replied")
+
+    def __init__(self) -> None:
+        self.banned = self.bogon = self.rate_limited = self.malformed = 0
+        self.refused = self.replied = self.forwarded = 0
+
+
+class GatewayCore:
+    """One gateway's pipeline; all of its state is bounded."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        engine: Engine,
+        signer: TokenSigner,
+        bans: BanCheck | None = None,
+        report: Callable[[Inspection], None] | None = None,
+        limiter: RateLimiter | None = None,
+        bogon_check: bool = True,
+        limits: ParserLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.signer = signer
+        self.bans = bans
+        self.report = report
+        self.limiter = limiter
+        self.bogon_check = bogon_check
+        self.limits = limits
+        self.router = Router(inside=settings.inside, outside=settings.outside, signer=signer)
+        self.upstreams = Upstreams(settings.upstreams, interval=settings.health_check_interval)
+        self.transactions = TransactionTable()
+        self.counters = Counters()
+        self._strip_out = HeaderRules(settings.strip_outbound)
+        self._strip_in = HeaderRules(settings.strip_inbound)
+        self._realm = settings.outside.host  # replaced by the PBX's own realm once seen
+        self._upstream_hosts = {endpoint.host for endpoint in settings.upstreams}
+
+    # ---------------------------------------------------------------- entry points
+
+    def tick(self, now: float) -> list[Send]:
+        """Health probes due at ``now``; call it every second or so."""
+        return self.upstreams.probes(
+            now, via_host=self.settings.inside.hostport, transport=self.settings.inside.transport
+        )
+
+    def side_of(self, source: Endpoint) -> Side:
+        # A PBX answers UDP from its listening port; over TCP it connects from
+        # any port, so for streams the host is enough.
+        if source.transport == "udp":
+            return Side.INSIDE if self.upstreams.index_of(source) >= 0 else Side.OUTSIDE
+        return Side.INSIDE if source.host in self._upstream_hosts else Side.OUTSIDE
+
+    def receive(self, data: bytes, source: Endpoint, now: float) -> list[Send]:
+        side = self.side_of(source)
+        if side is Side.OUTSIDE and not self._screen(source, now):
+            return []
+        if not data.strip(b"\r\n"):
+            return []  # a keep-alive (RFC 5626 3.5.1 CRLF ping): nothing to forward
+        try:
+            message = parse_message(data, strict=True, limits=self.limits)
+        except RemoteProtocolError as error:
+            return self._malformed(data, error, source, side, now)
+        return self._dispatch(message, data, source, side, now)
+
+    def receive_message(self, message: Message, source: Endpoint, now: float) -> list[Send]:
+        """A message a stream transport already framed and parsed (TCP, TLS)."""
+        side = self.side_of(source)
+        if side is Side.OUTSIDE and not self._screen(source, now):
+            return []
+        return self._dispatch(message, message.to_bytes(), source, side, now)
+
+    def stream_error(self, error: RemoteProtocolError, source: Endpoint, now: float) -> None:
+        """A stream whose framing broke: reported to the engine (the caller closes it)."""
+        self.counters.malformed += 1
+        if self.side_of(source) is Side.OUTSIDE:
+            self._inspect(None, b"", (source, self.settings.outside), Direction.INBOUND, now, error)
+
+    def _dispatch(
+        self, message: Message, data: bytes, source: Endpoint, side: Side, now: float
+    ) -> list[Send]:
+        if isinstance(message, Request):
+            if side is Side.OUTSIDE:
+                return self._request_from_outside(message, data, source, now)
+            return self._request_from_inside(message, data, source, now)
+        assert isinstance(message, Response)
+        if side is Side.INSIDE:
+            return self._response_from_inside(message, data, source, now)
+        return self._response_from_outside(message, data, source, now)
+
+    # ---------------------------------------------------------------- screening
+
+    def _screen(self, source: Endpoint, now: float) -> bool:
+        counters = self.counters
+        if self.bans is not None and self.bans.banned(source.host, now) is not None:
+            counters.banned += 1
+            return False
+        if self.bogon_check and is_bogon(source.host) and not self._trusted(source.host):
+            counters.bogon += 1
+            return False
+        limited = self.limiter is not None and not self.limiter.allow(source.host, now)
+        if limited and not self._trusted(source.host):
+            counters.rate_limited += 1
+            return False
+        return True
+
+    def _trusted(self, host: str) -> bool:
+        return self.engine.ban_policy.is_trusted(host)
+
+    def _inspect(  # noqa: PLR0917 - private, and each argument is one field of the observation
+        self,
+        message: Message | None,
+        data: bytes,
+        peers: tuple[Endpoint, Endpoint],
+        direction: Direction,
+        now: float,
+        error: RemoteProtocolError | None = None,
+    ) -> Verdict:
+        src, dst = peers
+        observation = Observation(
+            now,
+            src.host,
+            src.port,
+            dst.host,
+            dst.port,
+            src.transport,
+            direction,
+            data,
+            message,
+            error,
+        )
+        inspection = self.engine.inspect(observation)
+        if (inspection.events or inspection.bans) and self.report is not None:
+            self.report(inspection)
+        return inspection.verdict
+
+    def _malformed(
+        self, data: bytes, error: RemoteProtocolError, source: Endpoint, side: Side, now: float
+    ) -> list[Send]:
+        self.counters.malformed += 1
+        if side is Side.INSIDE:
+            log.warning("dropped a malformed message from the PBX %s: %s", source.hostport, error)
+            return []
+        verdict = self._inspect(
+            None, data, (source, self.settings.outside), Direction.INBOUND, now, error
+        )
+        if verdict.action is not Action.ALLOW and verdict.action is not Action.REJECT:
+            return []
+        try:
+            lenient = parse_message(data, strict=False, limits=self.limits)
+        except RemoteProtocolError:
+            return []
+        if not isinstance(lenient, Request) or lenient.method == "ACK":
+            return []  # a response is dropped; an ACK is never answered
+        status = error.status_hint or 400
+        return [self._reply(lenient, status, source, reason=_reason_of(error))]
+
+    # ---------------------------------------------------------------- replies
+
+    def _reply(
+        self,
+        request: Request,
+        status: int,
+        to: Endpoint,
+        *,
+        reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Send:
+        """A response of ours, sent to where the request came from (never to a Via a
+        sender wrote: that would make the gateway a reflector)."""
+        self.counters.replied += 1
+        tag = self.signer.digest("tag", request.call_id or "", request.headers.get("from") or "")
+        response = make_response(request, status, reason, to_tag=tag, headers=headers)
+        replace_identity(response, self.settings.identity)
+        return Send(to, response.to_bytes())
+
+    # ---------------------------------------------------------------- outside → PBX
+
+    def _request_from_outside(
+        self, request: Request, data: bytes, source: Endpoint, now: float
+    ) -> list[Send]:
+        rejection = check_proxy_request(request)
+        if rejection is not None:
+            self.counters.refused += 1
+            self._inspect(request, data, (source, self.settings.outside), Direction.INBOUND, now)
+            return self._unless_ack(
+                request, rejection.status, source, rejection.reason, rejection.headers
+            )
+        if self._is_loop(request):
+            return self._unless_ack(request, 482, source)
+        verdict = self._inspect(
+            request, data, (source, self.settings.outside), Direction.INBOUND, now
+        )
+        if verdict.action is Action.REJECT:
+            self.counters.refused += 1
+            return self._unless_ack(request, verdict.status or 403, source, verdict.reason or None)
+        if verdict.action is not Action.ALLOW:
+            self.counters.refused += 1
+            return []
+        return self._forward_inward(request, source, now)
+
+    def _unless_ack(
+        self,
+        request: Request,
+        status: int,
+        source: Endpoint,
+        reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> list[Send]:
+        if request.method == "ACK":
+            return []  # RFC 3261 17.2.1: an ACK gets no response
+        return [self._reply(request, status, source, reason=reason, headers=headers)]
+
+    def _is_loop(self, request: Request) -> bool:
+        """Our own Via already in the request: it came back round (RFC 3261 16.3 step 4)."""
+        faces = {self.settings.inside.hostport, self.settings.outside.hostport}
+        return any(
+            (via.branch or "").startswith(BRANCH_PREFIX) and via.sent_by in faces
+            for via in request.via
+        )
+
+    def _forward_inward(self, request: Request, source: Endpoint, now: float) -> list[Send]:
+        router = self.router
+        method = request.method
+        branch = router.branch(request, Side.INSIDE)
+        known = self.transactions.get(branch, method)
+        if known is not None and known.last_response is not None:
+            return [Send(known.reply_to, known.last_response)]  # a retransmission, absorbed
+        self._strip_in.apply(request)
+        upstream = router.pop_route(request, Side.OUTSIDE)
+        _, aliased = router.resolve_alias(request, Side.OUTSIDE)
+        upstream = self._upstream_for(request, branch, upstream, aliased)
+        _decrement_max_forwards(request)
+        router.stamp_received(request, source)
+        router.alias_contacts(request, Side.INSIDE, phone=source, upstream=upstream)
+        if method in _DIALOG_CREATING and not _has_to_tag(request):
+            request.headers.insert_before("Record-Route", router.inside_record_route())
+        router.push_via(request, Side.INSIDE, branch)
+        if method != "ACK":
+            credentials = "authorization" in request.headers or (
+                "proxy-authorization" in request.headers
+            )
+            self.transactions.put(branch, method, Transaction(source, upstream, credentials), now)
+        sends = [Send(self.upstreams.endpoint(upstream), request.to_bytes())]
+        self.counters.forwarded += 1
+        if method == "INVITE" and known is None:
+            # RFC 3261 16.2: a stateful proxy answers an INVITE with 100 at once,
+            # which also stops the phone's retransmissions over UDP.
+            sends.insert(0, self._reply(request, 100, source))
+        return sends
+
+    def _upstream_for(self, request: Request, branch: str, routed: int, aliased: int) -> int:
+        if request.method in ("CANCEL", "ACK"):
+            invite = self.transactions.get(branch, "INVITE")
+            if invite is not None:
+                return invite.upstream  # the PBX that has the INVITE
+        for index in (routed, aliased):
+            if 0 <= index < len(self.settings.upstreams):
+                return index
+        return self.upstreams.pick()
+
+    def _response_from_inside(
+        self, response: Response, data: bytes, source: Endpoint, now: float
+    ) -> list[Send]:
+        top = response.top_via
+        if top is not None and self.upstreams.answered(top.branch or ""):
+            return []  # the answer to a health probe of ours
+        via = self.router.pop_our_via(response, Side.INSIDE)
+        if via is None:
+            log.debug(
+                "dropped a response from the PBX that is not for us: %s", response.start_line()
+            )
+            return []
+        cseq = response.cseq
+        transaction = self.transactions.get(via.branch or "", cseq.method if cseq else "")
+        destination = self._reply_destination(response, transaction)
+        if destination is None:
+            return []
+        self._learn_realm(response)
+        if transaction is not None and self.settings.uniform_auth_answers:
+            self._uniform_auth(response, transaction, cseq.method if cseq else "", now)
+        upstream = (
+            transaction.upstream if transaction is not None else self.upstreams.index_of(source)
+        )
+        self._inspect(response, data, (source, destination), Direction.OUTBOUND, now)
+        self._hide_outward(response, upstream, dialog_creating=False)
+        out = response.to_bytes()
+        if transaction is not None:
+            transaction.last_response = out
+        self.counters.forwarded += 1
+        return [Send(destination, out)]
+
+    def _reply_destination(
+        self, response: Response, transaction: Transaction | None
+    ) -> Endpoint | None:
+        if transaction is not None:
+            return transaction.reply_to
+        top = response.top_via  # the transaction was forgotten: route by Via (stateless)
+        return endpoint_of_via(top) if top is not None else None
+
+    def _learn_realm(self, response: Response) -> None:
+        if response.status in (401, 407):
+            challenges = response.www_authenticate or response.proxy_authenticate
+            if challenges and challenges[0].realm:
+                self._realm = challenges[0].realm
+
+    def _uniform_auth(
+        self, response: Response, transaction: Transaction, method: str, now: float
+    ) -> None:
+        """A 404 for an unknown account looks like the answer a known one gets, so
+        the PBX cannot be used to enumerate extensions (svwar's oracle)."""
+        if response.status != 404 or method not in _AUTHENTICATED:
+            return
+        if transaction.had_credentials:
+            response.status, response.reason = 403, "Forbidden"
+            return
+        header = "WWW-Authenticate" if method == "REGISTER" else "Proxy-Authenticate"
+        response.status = 401 if method == "REGISTER" else 407
+        response.reason = (
+            "Unauthorized" if method == "REGISTER" else "Proxy Authentication Required"
+        )
+        nonce = self.signer.digest("nonce", str(int(now // 300)), size=16)
+        response.headers.add(
+            header, f'Digest realm="{self._realm}", nonce="{nonce}", algorithm=MD5, qop="auth"'
+        )
+
+    # ---------------------------------------------------------------- PBX → outside
+
+    def _request_from_inside(
+        self, request: Request, data: bytes, source: Endpoint, now: float
+    ) -> list[Send]:
+        router = self.router
+        method = request.method
+        branch = router.branch(request, Side.OUTSIDE)
+        known = self.transactions.get(branch, method)
+        if known is not None and known.last_response is not None:
+            return [Send(known.reply_to, known.last_response)]
+        router.pop_route(request, Side.INSIDE)
+        target, _ = router.resolve_alias(request, Side.INSIDE)
+        if target is None:
+            target = literal_endpoint(request)
+        if target is None:
+            return [self._reply(request, 404, source, reason="Not Found (no route outside)")]
+        upstream = self.upstreams.index_of(source)
+        hidden = tuple(request.headers.values("via"))
+        set_list(request, "Via", [])
+        _decrement_max_forwards(request)
+        self._hide_outward(request, upstream, dialog_creating=method in _DIALOG_CREATING)
+        router.push_via(request, Side.OUTSIDE, branch)
+        if method != "ACK":
+            self.transactions.put(
+                branch, method, Transaction(source, upstream, hidden_vias=hidden), now
+            )
+        self._inspect(request, data, (source, target), Direction.OUTBOUND, now)
+        self.counters.forwarded += 1
+        return [Send(target, request.to_bytes())]
+
+    def _hide_outward(self, message: Message, upstream: int, *, dialog_creating: bool) -> None:
+        """Replace everything that would reveal the PBX (see :mod:`.routing`, :mod:`.hiding`)."""
+        router = self.router
+        if dialog_creating and "record-route" not in message.headers:
+            message.headers.add("Record-Route", router.inside_record_route())
+        router.fold_record_route(message, upstream)
+        router.alias_contacts(message, Side.OUTSIDE, phone=None, upstream=upstream)
+        self._strip_out.apply(message)
+        replace_identity(message, self.settings.identity)
+        hide_sdp(
+            message, address=self.settings.outside.host, session_name=self.settings.sdp_session_name
+        )
+
+    def _response_from_outside(
+        self, response: Response, data: bytes, source: Endpoint, now: float
+    ) -> list[Send]:
+        # Inspected as it arrived: the engine saw the request with our Via on top.
+        verdict = self._inspect(
+            response, data, (source, self.settings.outside), Direction.INBOUND, now
+        )
+        if verdict.action is Action.DROP:
+            return []
+        via = self.router.pop_our_via(response, Side.OUTSIDE)
+        if via is None:
+            return []
+        cseq = response.cseq
+        transaction = self.transactions.get(via.branch or "", cseq.method if cseq else "")
+        if transaction is None:
+            return []  # its request was forgotten (or never ours): nowhere to send it
+        set_list(response, "Via", transaction.hidden_vias)
+        self._strip_in.apply(response)
+        self.router.unfold_record_route(response)
+        self.router.alias_contacts(
+            response, Side.INSIDE, phone=source, upstream=transaction.upstream
+        )
+        self.counters.forwarded += 1
+        return [Send(transaction.reply_to, response.to_bytes())]
+
+
+def _decrement_max_forwards(request: Request) -> None:
+    hops = request.max_forwards
+    request.headers.set("Max-Forwards", str(70 if hops is None else max(0, hops - 1)))
+
+
+def _has_to_tag(request: Request) -> bool:
+    to = request.to
+    return to is not None and to.tag is not None
+
+
+def _reason_of(error: RemoteProtocolError) -> str:
+    # The reason phrase names the rule broken, without echoing attacker bytes.
+    return f"Bad Request ({error.rule})"[:120]

@@ -1,0 +1,62 @@
+"""The small types the gateway's parts pass around: sides, endpoints, sends, settings."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = ["Endpoint", "GatewaySettings", "Send", "Side"]
+
+
+class Side(enum.Enum):
+    """Which side of the gateway a message came from."""
+
+    OUTSIDE = "outside"  # the Internet: phones, trunks, attackers
+    INSIDE = "inside"  # the protected PBX
+
+
+class Endpoint(NamedTuple):
+    """A transport address: where a message came from or goes to."""
+
+    transport: str  # "udp", "tcp", "tls"
+    host: str  # an IP literal, IPv6 without brackets
+    port: int
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` as SIP writes it (IPv6 in brackets, RFC 3261 25.1)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def via_transport(self) -> str:
+        return self.transport.upper()
+
+
+class Send(NamedTuple):
+    """Bytes to send to ``to`` (on the connection it came from, for streams)."""
+
+    to: Endpoint
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewaySettings:
+    """What the core needs to know; made from ``[gateway]`` by the command."""
+
+    outside: Endpoint  # our address as the outside sees it (Via, Record-Route, Contact)
+    inside: Endpoint  # our address as the PBX sees it
+    upstreams: tuple[Endpoint, ...]
+    identity: str = ""  # User-Agent/Server seen outside; "" removes them
+    strip_outbound: tuple[str, ...] = ("Organization", "Warning", "X-*", "P-*")
+    strip_inbound: tuple[str, ...] = (
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Remote-Party-ID",
+        "X-*",
+    )
+    sdp_session_name: str = "-"
+    uniform_auth_answers: bool = True
+    require_srtp: bool = False
+    health_check_interval: float = 10.0

@@ -1,0 +1,230 @@
+"""The gateway's asyncio adapter: listeners that only move bytes between sockets and the core.
+
+UDP datagrams go to :meth:`GatewayCore.receive`; TCP and TLS streams are
+framed by the SIP core's :class:`~sipwarden.sip.parser.StreamParser` and go to
+:meth:`GatewayCore.receive_message`. What the core returns is sent: over UDP
+from the listener socket (so the PBX and the phones see the port the Via
+names), over a stream on the connection the peer opened, or on a new one.
+A one-second timer drives the health probes and the ban manager's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Iterable
+from typing import Final, cast
+
+from sipwarden.errors import RemoteProtocolError
+from sipwarden.sip.parser import KeepAlive, StreamParser
+
+from .core import GatewayCore
+from .model import Endpoint, Send
+
+__all__ = ["GatewayServer"]
+
+log = logging.getLogger("sipwarden.gateway")
+
+TICK: Final = 1.0
+MAX_CONNECTIONS: Final = 10_000  # streams open at once; more are refused (bounded state)
+IDLE_TIMEOUT: Final = 600.0  # a stream silent this long is closed
+
+
+def _peer(transport: str, address: tuple[str, int] | tuple[str, int, int, int]) -> Endpoint:
+    host = address[0].removeprefix("::ffff:")
+    return Endpoint(transport, host, address[1])
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's datagram transport is not registered as a subclass
+        # of asyncio.DatagramTransport, so no isinstance check here.
+        self.transport = cast("asyncio.DatagramTransport", transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        source = _peer("udp", addr)  # type: ignore[arg-type]
+        self.server.dispatch(self.server.core.receive(data, source, time.time()))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: the peer is gone, nothing to do.
+        log.debug("UDP error: %s", exc)
+
+
+class _Stream(asyncio.Protocol):
+    def __init__(self, server: GatewayServer, transport_name: str) -> None:
+        self.server = server
+        self.name = transport_name
+        self.parser = StreamParser(strict=True, limits=server.core.limits)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Endpoint | None = None
+        self.last_seen = time.monotonic()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+        self.peer = _peer(self.name, self.transport.get_extra_info("peername"))
+        if not self.server.register(self.peer, self):
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None
+        self.last_seen = time.monotonic()
+        now = time.time()
+        try:
+            self.parser.feed(data)
+            while (event := self.parser.next_event()) is not None:
+                if isinstance(event, KeepAlive):
+                    if event.kind == "ping" and self.transport is not None:
+                        self.transport.write(b"\r\n")  # RFC 5626 4.4.1 pong
+                    continue
+                self.server.dispatch(self.server.core.receive_message(event, self.peer, now))
+        except RemoteProtocolError as error:
+            # RFC 3261 18.3: the framing is lost; the connection cannot go on.
+            self.server.core.stream_error(error, self.peer, now)
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None:
+            self.server.unregister(self.peer, self)
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
+class GatewayServer:
+    """The listeners of one gateway process."""
+
+    def __init__(
+        self,
+        core: GatewayCore,
+        listeners: Iterable[Endpoint],
+        *,
+        server_tls: ssl.SSLContext | None = None,
+        client_tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.core = core
+        self.listeners = list(listeners)
+        self.server_tls = server_tls
+        self.client_tls = client_tls
+        self._udp: dict[int, _Datagrams] = {}  # by address family
+        self._streams: dict[Endpoint, _Stream] = {}
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listener in self.listeners:
+            if listener.transport == "udp":
+                _, protocol = await loop.create_datagram_endpoint(
+                    lambda: _Datagrams(self),
+                    local_addr=(listener.host, listener.port),
+                    reuse_port=True,
+                )
+                self._udp[6 if ":" in listener.host else 4] = protocol
+            else:
+                context = self.server_tls if listener.transport == "tls" else None
+                name = listener.transport
+                server = await loop.create_server(
+                    lambda name=name: _Stream(self, name),
+                    listener.host,
+                    listener.port,
+                    ssl=context,
+                    reuse_port=True,
+                )
+                self._servers.append(server)
+            log.info("listening on %s:%s", listener.transport, listener.hostport)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set, then close every listener and connection."""
+        while not stop.is_set():
+            self.dispatch(self.core.tick(time.time()))
+            self._close_idle()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TICK)
+        await self.close()
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for stream in list(self._streams.values()):
+            if stream.transport is not None:
+                stream.transport.close()
+        for protocol in self._udp.values():
+            if protocol.transport is not None:
+                protocol.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ---------------------------------------------------------------- connections
+
+    def register(self, peer: Endpoint, stream: _Stream) -> bool:
+        if len(self._streams) >= MAX_CONNECTIONS:
+            log.warning(
+                "refused a %s connection from %s: too many open", peer.transport, peer.hostport
+            )
+            return False
+        self._streams[peer] = stream
+        return True
+
+    def unregister(self, peer: Endpoint, stream: _Stream) -> None:
+        if self._streams.get(peer) is stream:
+            del self._streams[peer]
+
+    def _close_idle(self) -> None:
+        cutoff = time.monotonic() - IDLE_TIMEOUT
+        for stream in list(self._streams.values()):
+            if stream.last_seen < cutoff and stream.transport is not None:
+                stream.transport.close()
+
+    # ---------------------------------------------------------------- sending
+
+    def dispatch(self, sends: list[Send]) -> None:
+        for send in sends:
+            if send.to.transport == "udp":
+                self._send_datagram(send)
+            else:
+                self._send_stream(send)
+
+    def _send_datagram(self, send: Send) -> None:
+        protocol = self._udp.get(6 if ":" in send.to.host else 4)
+        if protocol is None or protocol.transport is None:
+            log.warning("no UDP listener for %s", send.to.hostport)
+            return
+        protocol.transport.sendto(send.data, (send.to.host, send.to.port))
+
+    def _send_stream(self, send: Send) -> None:
+        stream = self._streams.get(send.to)
+        if stream is not None:
+            stream.send(send.data)
+            return
+        task = asyncio.ensure_future(self._connect_and_send(send))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect_and_send(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        name = send.to.transport
+        context = self.client_tls if name == "tls" else None
+        if name == "tls" and context is None:
+            context = ssl.create_default_context()
+        try:
+            _, stream = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Stream(self, name), send.to.host, send.to.port, ssl=context
+                ),
+                timeout=5.0,
+            )
+        except (OSError, TimeoutError) as error:
+            log.warning("cannot reach %s:%s: %s", name, send.to.hostport, error)
+            return
+        # Registered under the address it connected to, so later sends reuse it.
+        self._streams[send.to] = stream
+        stream.send(send.data)

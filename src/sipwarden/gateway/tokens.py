@@ -1,0 +1,96 @@
+"""Routing state the gateway writes into the messages themselves, sealed.
+
+A stateless way to remember where things go (RFC 3261 16.11 in spirit): the
+gateway puts what it needs later (the PBX's real Contact, the route set
+behind it, a phone's address behind its NAT) into a URI parameter of the
+Contact or Record-Route it writes, and reads it back when a request comes
+in with that URI. Nothing is kept in memory, so calls survive a restart, and
+every gateway node with the same key can route any dialog.
+
+The token must hide what it carries (it holds the PBX's addresses: topology
+hiding) and must not be forgeable (it decides where the gateway sends). It
+is a deterministic authenticated encryption built from HMAC-SHA256 alone, in
+the SIV pattern (RFC 5297's construction, with HMAC as the PRF): the
+synthetic IV is a MAC of the purpose and the plaintext, and the plaintext is
+XORed with an HMAC-counter keystream under that IV. Equal plaintexts give
+equal tokens, which reveals nothing but their equality; the stdlib has no
+block cipher, and this needs none. ``base64url(iv + ciphertext)`` is
+URI-parameter safe (RFC 3261 25.1 ``paramchar`` takes unreserved characters).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Final
+
+__all__ = ["MAX_TOKEN", "TokenSigner"]
+
+_SEPARATOR: Final = "\x1f"  # the unit separator: never in a SIP field we encode
+IV_BYTES: Final = 16  # the synthetic IV doubles as the 128-bit tag
+MAX_TOKEN: Final = 4096  # longer tokens are refused before any decoding work
+
+
+def _encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenSigner:
+    """Seals and opens routing tokens with one secret key."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:  # 128 bits at least
+            raise ValueError("the routing key must be at least 16 bytes")
+        self._key = key
+        self._mac_key = hmac.new(key, b"sipwarden token mac", hashlib.sha256).digest()
+        self._enc_key = hmac.new(key, b"sipwarden token encryption", hashlib.sha256).digest()
+
+    def _iv(self, purpose: str, payload: bytes) -> bytes:
+        # The purpose is in the MAC, so a Contact token cannot be replayed as a
+        # Record-Route token (or the other way round).
+        message = purpose.encode() + b"\x00" + payload
+        return hmac.new(self._mac_key, message, hashlib.sha256).digest()[:IV_BYTES]
+
+    def _keystream(self, iv: bytes, size: int) -> bytes:
+        blocks = []
+        for counter in range((size + 31) // 32):
+            block = iv + counter.to_bytes(4, "big")
+            blocks.append(hmac.new(self._enc_key, block, hashlib.sha256).digest())
+        return b"".join(blocks)[:size]
+
+    def _xor(self, iv: bytes, data: bytes) -> bytes:
+        stream = self._keystream(iv, len(data))
+        return bytes(a ^ b for a, b in zip(data, stream, strict=True))
+
+    def seal(self, purpose: str, fields: Sequence[str]) -> str:
+        payload = _SEPARATOR.join(fields).encode("utf-8", "surrogateescape")
+        iv = self._iv(purpose, payload)
+        return _encode(iv + self._xor(iv, payload))
+
+    def open(self, purpose: str, token: str) -> tuple[str, ...] | None:
+        """The fields sealed in ``token``, or ``None`` if it is not one of ours."""
+        if len(token) > MAX_TOKEN:
+            return None
+        try:
+            raw = _decode(token)
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) < IV_BYTES:
+            return None
+        iv, ciphertext = raw[:IV_BYTES], raw[IV_BYTES:]
+        payload = self._xor(iv, ciphertext)
+        if not hmac.compare_digest(iv, self._iv(purpose, payload)):
+            return None
+        return tuple(payload.decode("utf-8", "surrogateescape").split(_SEPARATOR))
+
+    def digest(self, *parts: str, size: int = 10) -> str:
+        """A short keyed hash (Via branches, To tags): stable, unguessable from outside."""
+        data = _SEPARATOR.join(parts).encode("utf-8", "surrogateescape")
+        return _encode(hmac.new(self._key, data, hashlib.sha256).digest()[:size])

@@ -1,0 +1,277 @@
+"""The gateway core, sans-IO: each rule of the pipeline on crafted messages.
+
+The real peers (SIPp, Kamailio, SIPVicious) drive the same core in
+test_calls.py and test_attacks.py; here each RFC rule and each hiding rule
+has a test of its own, with no socket.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from sipwarden.detect.registry import DetectionSettings, build_engine
+from sipwarden.enforce.ban import Ban, BanTable
+from sipwarden.engine.bans import BanSettings
+from sipwarden.gateway.core import GatewayCore
+from sipwarden.gateway.model import Endpoint, GatewaySettings, Send
+from sipwarden.gateway.screening import RateLimiter
+from sipwarden.gateway.tokens import TokenSigner
+from sipwarden.sip.message import Request, Response
+from sipwarden.sip.parser import parse_message
+
+GATEWAY = Endpoint("udp", "203.0.113.10", 5060)
+INSIDE = Endpoint("udp", "10.0.0.1", 5060)
+PBX = Endpoint("udp", "10.0.0.5", 5060)
+PHONE = Endpoint("udp", "81.2.69.142", 40000)  # public: documentation ranges are bogons
+
+
+def core(**overrides: object) -> GatewayCore:
+    settings = GatewaySettings(
+        outside=GATEWAY, inside=INSIDE, upstreams=(PBX,), identity="Avaya CM"
+    )
+    options: dict[str, object] = {
+        "engine": build_engine(DetectionSettings(), bans=BanSettings()),
+        "signer": TokenSigner(b"0123456789abcdef0123456789abcdef"),
+    }
+    options.update(overrides)
+    return GatewayCore(settings, **options)  # type: ignore[arg-type]
+
+
+def sdp_body(origin: str, name: str, address: str, port: int) -> str:
+    return (
+        f"v=0\r\no={origin}\r\ns={name}\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\n"
+    )
+
+
+def invite(
+    *, extra: str = "", via: str = "SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKabc;rport"
+) -> bytes:
+    body = sdp_body("- 1 1 IN IP4 192.168.1.20", "-", "192.168.1.20", 4000)
+    return (
+        "INVITE sip:200@pbx.example SIP/2.0\r\n"
+        f"Via: {via}\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:100@pbx.example>;tag=f1\r\n"
+        "To: <sip:200@pbx.example>\r\n"
+        "Call-ID: call-1@192.168.1.20\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: <sip:100@192.168.1.20:5060>\r\n"
+        "P-Asserted-Identity: <sip:999@pbx.example>\r\n"
+        f"{extra}"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def parsed(send: Send) -> Request | Response:
+    message = parse_message(send.data)
+    assert isinstance(message, Request | Response)
+    return message
+
+
+def forward_invite(gateway: GatewayCore, data: bytes | None = None) -> tuple[Response, Request]:
+    sends = gateway.receive(data or invite(), PHONE, 1000.0)
+    assert [send.to for send in sends] == [PHONE, PBX]
+    trying, forwarded = (parsed(send) for send in sends)
+    assert isinstance(trying, Response)
+    assert isinstance(forwarded, Request)
+    return trying, forwarded
+
+
+def pbx_answer(forwarded: Request, status: int = 200, *, extra: str = "") -> bytes:
+    vias = "".join(f"Via: {value}\r\n" for value in forwarded.headers.values("via"))
+    body = sdp_body("asterisk 9 9 IN IP4 10.0.0.5", "Asterisk PBX 20.1", "10.0.0.5", 10000)
+    sdp = body if status == 200 else ""
+    kind = "Content-Type: application/sdp\r\n" if sdp else ""
+    return (
+        f"SIP/2.0 {status} Whatever\r\n{vias}"
+        "Record-Route: <sip:10.0.0.5;lr>\r\n"
+        f"Record-Route: {forwarded.headers.get('record-route')}\r\n"
+        "From: <sip:100@pbx.example>;tag=f1\r\n"
+        "To: <sip:200@pbx.example>;tag=t9\r\n"
+        "Call-ID: call-1@192.168.1.20\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: <sip:200@10.0.0.5:5060>\r\n"
+        "Server: Asterisk PBX 20.1.0\r\n"
+        "X-Asterisk-HangupCause: none\r\n"
+        f"{extra}{kind}Content-Length: {len(sdp)}\r\n\r\n{sdp}"
+    ).encode()
+
+
+def test_an_invite_is_answered_100_and_forwarded_as_a_record_routing_proxy() -> None:
+    trying, forwarded = forward_invite(core())
+    assert trying.status == 100
+    vias = forwarded.via
+    assert vias[0].sent_by == "10.0.0.1:5060"  # ours, towards the PBX
+    assert vias[0].branch is not None and vias[0].branch.startswith("z9hG4bK")
+    assert vias[1].received == "81.2.69.142"  # RFC 3261 18.2.1
+    assert vias[1].rport == "40000"  # RFC 3581 4
+    assert forwarded.max_forwards == 69
+    assert "10.0.0.1:5060;lr;swr=in" in (forwarded.headers.get("record-route") or "")
+    assert "p-asserted-identity" not in forwarded.headers  # trust ends at the gateway
+    contact = forwarded.headers.get("contact") or ""
+    assert "192.168.1.20" not in contact and "10.0.0.1:5060" in contact  # NAT alias
+
+
+def test_the_answer_reaches_the_phone_with_the_pbx_hidden() -> None:
+    gateway = core()
+    _, forwarded = forward_invite(gateway)
+    (send,) = gateway.receive(pbx_answer(forwarded), PBX, 1000.1)
+    assert send.to == PHONE
+    answer = parsed(send)
+    # Without media anchoring the media goes to the PBX: c= must keep its address.
+    text = "".join(
+        line for line in send.data.decode().splitlines(True) if not line.startswith("c=")
+    )
+    assert "10.0.0.5" not in text and "10.0.0.1" not in text
+    assert "Asterisk" not in text  # Server, X-Asterisk-*, SDP s= are gone or replaced
+    assert answer.headers.get("server") == "Avaya CM"
+    assert len(answer.headers.values("record-route")) == 1
+    assert [via.branch for via in answer.via] == ["z9hG4bKabc"]
+    for token in (answer.headers.get("record-route") or "", answer.headers.get("contact") or ""):
+        raw = token.split("=")[-1].rstrip(">")
+        assert b"10.0.0.5" not in base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+
+
+def test_an_in_dialog_request_is_routed_back_from_the_tokens_alone() -> None:
+    gateway = core()
+    _, forwarded = forward_invite(gateway)
+    answer = parsed(gateway.receive(pbx_answer(forwarded), PBX, 1000.1)[0])
+    route = answer.headers.get("record-route")
+    target = (answer.headers.get("contact") or "").strip("<>")
+    bye = (
+        f"BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKbye;rport\r\n"
+        f"Route: {route}\r\nMax-Forwards: 70\r\nFrom: <sip:100@pbx.example>;tag=f1\r\n"
+        "To: <sip:200@pbx.example>;tag=t9\r\nCall-ID: call-1@192.168.1.20\r\n"
+        "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    fresh = core()  # a restarted gateway with the same key: no memory of the call
+    (send,) = fresh.receive(bye, PHONE, 2000.0)
+    assert send.to == PBX
+    request = parsed(send)
+    assert isinstance(request, Request)
+    assert request.uri == "sip:200@10.0.0.5:5060"  # the PBX's real Contact again
+    assert request.headers.values("route") == ["<sip:10.0.0.5;lr>"]
+
+
+def test_a_request_from_the_pbx_reaches_the_phone_behind_its_nat_with_vias_hidden() -> None:
+    gateway = core()
+    _, forwarded = forward_invite(gateway)
+    alias = (forwarded.headers.get("contact") or "").strip("<>")
+    bye = (
+        f"BYE {alias} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKpbx1;rport\r\n"
+        f"Route: {forwarded.headers.get('record-route')}\r\nMax-Forwards: 70\r\n"
+        "From: <sip:200@pbx.example>;tag=t9\r\nTo: <sip:100@pbx.example>;tag=f1\r\n"
+        "Call-ID: call-1@192.168.1.20\r\nCSeq: 5 BYE\r\nUser-Agent: Asterisk PBX\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    (send,) = gateway.receive(bye, PBX, 1001.0)
+    assert send.to == PHONE  # the address its packets came from, not 192.168.1.20
+    request = parsed(send)
+    assert isinstance(request, Request)
+    assert request.uri == "sip:100@192.168.1.20:5060"
+    assert "10.0.0.5" not in send.data.decode()
+    assert [via.sent_by for via in request.via] == ["203.0.113.10:5060"]
+    ok = (
+        f"SIP/2.0 200 OK\r\nVia: {request.headers.values('via')[0]}\r\n"
+        "From: <sip:200@pbx.example>;tag=t9\r\nTo: <sip:100@pbx.example>;tag=f1\r\n"
+        "Call-ID: call-1@192.168.1.20\r\nCSeq: 5 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    (back,) = gateway.receive(ok, PHONE, 1001.1)
+    assert back.to == PBX
+    assert [via.branch for via in parsed(back).via] == ["z9hG4bKpbx1"]  # restored
+
+
+def test_retransmissions_are_absorbed_and_cancel_shares_the_invite_branch() -> None:
+    gateway = core()
+    _, forwarded = forward_invite(gateway)
+    ringing = pbx_answer(forwarded, 180)
+    gateway.receive(ringing, PBX, 1000.1)
+    (again,) = gateway.receive(invite(), PHONE, 1000.5)  # the phone retransmits
+    assert again.to == PHONE
+    assert parsed(again).start_line().startswith("SIP/2.0 180")
+    cancel = invite().replace(b"INVITE sip:", b"CANCEL sip:").replace(b"1 INVITE", b"1 CANCEL")
+    (sent,) = gateway.receive(cancel, PHONE, 1000.6)
+    assert sent.to == PBX
+    assert parsed(sent).via[0].branch == forwarded.via[0].branch  # RFC 3261 9.1
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ((b"Max-Forwards: 70", b"Max-Forwards: 0"), 483),
+        ((b"sip:200@pbx.example SIP", b"xmpp:200@pbx.example SIP"), 416),
+        ((b"Call-ID: call-1@192.168.1.20\r\n", b""), 400),
+    ],
+)
+def test_rfc_3261_16_3_validation(change: tuple[bytes, bytes], status: int) -> None:
+    (send,) = core().receive(invite().replace(*change), PHONE, 1000.0)
+    assert send.to == PHONE
+    assert parsed(send).start_line().split()[1] == str(status)
+
+
+def test_a_loop_is_refused_482() -> None:
+    looped = invite(extra="").replace(
+        b"Via: ", b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKswXXXX\r\nVia: ", 1
+    )
+    (send,) = core().receive(looped, PHONE, 1000.0)
+    assert parsed(send).start_line().startswith("SIP/2.0 482")
+
+
+def test_garbage_gets_a_400_to_its_source_and_a_bad_response_nothing() -> None:
+    broken = invite().replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE")
+    (send,) = core().receive(broken, PHONE, 1000.0)
+    assert send.to == PHONE  # never to a Via the sender wrote
+    assert parsed(send).start_line().startswith("SIP/2.0 400")
+    assert core().receive(b"SIP/2.0 200 OK\r\nVia: nonsense\r\n\r\n", PHONE, 1000.0) == []
+    assert core().receive(b"\x00\xff" * 50, PHONE, 1000.0) == []
+    assert core().receive(b"\r\n\r\n", PHONE, 1000.0) == []  # keep-alive
+
+
+def test_banned_bogon_and_flooding_sources_are_dropped_before_parsing() -> None:
+    table = BanTable()
+    table.put(Ban(source="81.2.69.142", since=0, until=9e9, rule="r", reason="x", returnable=True))
+    assert core(bans=table).receive(invite(), PHONE, 1000.0) == []
+    bogon = Endpoint("udp", "10.9.9.9", 5060)
+    gateway = core()
+    assert gateway.receive(invite(), bogon, 1000.0) == []
+    assert gateway.counters.bogon == 1
+    limited = core(limiter=RateLimiter(rate=1, burst=2))
+    results = [limited.receive(invite(), PHONE, 1000.0) for _ in range(5)]
+    assert sum(1 for sends in results if sends) == 2
+
+
+def test_unknown_accounts_are_answered_like_known_ones() -> None:
+    gateway = core()
+    _, forwarded = forward_invite(gateway)
+    (send,) = gateway.receive(pbx_answer(forwarded, 404), PBX, 1000.1)
+    answer = parsed(send)
+    assert isinstance(answer, Response)
+    assert answer.status == 407  # a challenge, as for an account that exists
+    assert answer.proxy_authenticate
+
+
+def test_health_probes_fail_over_to_the_next_upstream() -> None:
+    second = Endpoint("udp", "10.0.0.6", 5060)
+    settings = GatewaySettings(outside=GATEWAY, inside=INSIDE, upstreams=(PBX, second))
+    gateway = GatewayCore(
+        settings,
+        engine=build_engine(DetectionSettings(), bans=BanSettings()),
+        signer=TokenSigner(b"0123456789abcdef"),
+    )
+    for second_passed in range(4):
+        probes = gateway.tick(1000.0 + 10 * second_passed)
+        assert [probe.to for probe in probes] == [PBX, second]
+        answer = parse_message(probes[1].data)
+        assert isinstance(answer, Request)
+        reply = (
+            f"SIP/2.0 200 OK\r\nVia: {answer.headers.get('via')}\r\nFrom: <sip:h@x>;tag=1\r\n"
+            f"To: <sip:x>;tag=2\r\nCall-ID: {answer.call_id}\r\nCSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        assert gateway.receive(reply, second, 1000.5 + 10 * second_passed) == []
+    (_, forwarded_to) = gateway.receive(invite(), PHONE, 1100.0)
+    assert forwarded_to.to == second  # the first missed three probes
