@@ -47,9 +47,13 @@ def sdp_body(origin: str, name: str, address: str, port: int) -> str:
 
 
 def invite(
-    *, extra: str = "", via: str = "SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKabc;rport"
+    *,
+    extra: str = "",
+    via: str = "SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKabc;rport",
+    media: str = "RTP/AVP 0\r\n",
 ) -> bytes:
     body = sdp_body("- 1 1 IN IP4 192.168.1.20", "-", "192.168.1.20", 4000)
+    body = body.replace("RTP/AVP 0\r\n", media)
     return (
         "INVITE sip:200@pbx.example SIP/2.0\r\n"
         f"Via: {via}\r\n"
@@ -275,3 +279,23 @@ def test_health_probes_fail_over_to_the_next_upstream() -> None:
         assert gateway.receive(reply, second, 1000.5 + 10 * second_passed) == []
     (_, forwarded_to) = gateway.receive(invite(), PHONE, 1100.0)
     assert forwarded_to.to == second  # the first missed three probes
+
+
+def test_a_call_without_srtp_is_refused_488_when_the_policy_requires_it() -> None:
+    settings = GatewaySettings(outside=GATEWAY, inside=INSIDE, upstreams=(PBX,), require_srtp=True)
+    gateway = GatewayCore(
+        settings,
+        engine=build_engine(DetectionSettings(), bans=BanSettings()),
+        signer=TokenSigner(b"0123456789abcdef"),
+    )
+    (send,) = gateway.receive(invite(), PHONE, 1000.0)
+    assert send.to == PHONE
+    refusal = parsed(send)
+    assert refusal.start_line().startswith("SIP/2.0 488")
+    assert "SRTP" in (refusal.headers.get("warning") or "")
+    crypto = (
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+    )
+    secure = invite(media=f"RTP/SAVP 0\r\n{crypto}")
+    sends = gateway.receive(secure, PHONE, 1000.1)
+    assert [send.to for send in sends] == [PHONE, PBX]  # 100 Trying, then forwarded

@@ -37,6 +37,7 @@ from sipwarden.sip.parser import parse_message
 from sipwarden.sip.replies import make_response
 
 from .hiding import HeaderRules, hide_sdp, replace_identity
+from .media_policy import srtp_verdict
 from .model import Endpoint, GatewaySettings, Send, Side
 from .routing import BRANCH_PREFIX, Router, endpoint_of_via, literal_endpoint, set_list
 from .screening import RateLimiter, is_bogon
@@ -261,7 +262,22 @@ class GatewayCore:
         if verdict.action is not Action.ALLOW:
             self.counters.refused += 1
             return []
+        refusal = self._media_refusal(request)
+        if refusal is not None:
+            self.counters.refused += 1
+            return [Send(source, refusal)]
         return self._forward_inward(request, source, now)
+
+    def _media_refusal(self, request: Request) -> bytes | None:
+        """488 for a call whose SDP offers no SRTP, when the policy requires it."""
+        if not self.settings.require_srtp:
+            return None
+        tag = self.signer.digest("tag", request.call_id or "", request.headers.get("from") or "")
+        refusal = srtp_verdict(request, require_srtp=True, to_tag=tag)
+        if refusal is None:
+            return None
+        replace_identity(refusal, self.settings.identity)
+        return refusal.to_bytes()
 
     def _unless_ack(
         self,
