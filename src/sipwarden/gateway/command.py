@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from .core import GatewayCore
 from .model import Endpoint, GatewaySettings
 from .screening import RateLimiter
 from .server import GatewayServer
+from .tls import client_context, server_context
 from .tokens import TokenSigner
 
 __all__ = ["gateway_settings", "load_secret", "run_gateway"]
@@ -96,6 +98,7 @@ def gateway_settings(config: Config) -> tuple[GatewaySettings, list[Endpoint]]:
         sdp_session_name=section.sdp_session_name,
         uniform_auth_answers=section.uniform_auth_answers,
         require_srtp=media.require_srtp,
+        bind_account_to_subject=section.tls.bind_account_to_subject,
         health_check_interval=section.health_check_interval,
     )
     return settings, listeners
@@ -170,6 +173,16 @@ def build_core(
     )
 
 
+def tls_contexts(config: Config, listeners: list[Endpoint]) -> dict[str, ssl.SSLContext]:
+    """The server context when a listener is tls:, the client one when an upstream is."""
+    contexts = {}
+    if any(listener.transport == "tls" for listener in listeners):
+        contexts["server_tls"] = server_context(config.gateway.tls)
+    if any(upstream.startswith("tls:") for upstream in config.gateway.upstreams):
+        contexts["client_tls"] = client_context(config.gateway.tls)
+    return contexts
+
+
 def run_gateway(config: Config, *, json_lines: bool, duration: float | None = None) -> int:
     """Run until SIGINT/SIGTERM (or ``duration`` seconds); exit code 0."""
     _, listeners = gateway_settings(config)
@@ -179,7 +192,7 @@ def run_gateway(config: Config, *, json_lines: bool, duration: float | None = No
     manager.run_in_background()
     try:
         core = build_core(config, manager, store, sys.stdout if json_lines else None)
-        server = GatewayServer(core, listeners)
+        server = GatewayServer(core, listeners, **tls_contexts(config, listeners))
         asyncio.run(_serve(server, duration))
     finally:
         manager.close()

@@ -24,7 +24,7 @@ enumeration) but never dropped by a verdict.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 from sipwarden.engine.contract import Action, Direction, Inspection, Observation, Verdict
@@ -35,12 +35,14 @@ from sipwarden.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipwarden.sip.message import Message, Request, Response
 from sipwarden.sip.parser import parse_message
 from sipwarden.sip.replies import make_response
+from sipwarden.sip.uri import SipUri
 
 from .hiding import HeaderRules, hide_sdp, replace_identity
 from .media_policy import srtp_verdict
 from .model import Endpoint, GatewaySettings, Send, Side
 from .routing import BRANCH_PREFIX, Router, endpoint_of_via, literal_endpoint, set_list
 from .screening import RateLimiter, is_bogon
+from .tls import account_allowed
 from .tokens import TokenSigner
 from .transactions import Transaction, TransactionTable
 from .upstreams import Upstreams
@@ -99,7 +101,6 @@ class GatewayCore:
         self._strip_out = HeaderRules(settings.strip_outbound)
         self._strip_in = HeaderRules(settings.strip_inbound)
         self._realm = settings.outside.host  # replaced by the PBX's own realm once seen
-        self._upstream_hosts = {endpoint.host for endpoint in settings.upstreams}
 
     # ---------------------------------------------------------------- entry points
 
@@ -110,11 +111,13 @@ class GatewayCore:
         )
 
     def side_of(self, source: Endpoint) -> Side:
-        # A PBX answers UDP from its listening port; over TCP it connects from
-        # any port, so for streams the host is enough.
-        if source.transport == "udp":
-            return Side.INSIDE if self.upstreams.index_of(source) >= 0 else Side.OUTSIDE
-        return Side.INSIDE if source.host in self._upstream_hosts else Side.OUTSIDE
+        """INSIDE for an upstream's own address and port, OUTSIDE for anything else.
+
+        The port matters: on a shared host (or loopback) phones and the PBX
+        have the same address. Over TCP/TLS the gateway opens the connections
+        to the PBX itself, so their peer is the upstream's listening address.
+        """
+        return Side.INSIDE if self.upstreams.index_of(source) >= 0 else Side.OUTSIDE
 
     def receive(self, data: bytes, source: Endpoint, now: float) -> list[Send]:
         side = self.side_of(source)
@@ -128,12 +131,43 @@ class GatewayCore:
             return self._malformed(data, error, source, side, now)
         return self._dispatch(message, data, source, side, now)
 
-    def receive_message(self, message: Message, source: Endpoint, now: float) -> list[Send]:
-        """A message a stream transport already framed and parsed (TCP, TLS)."""
+    def receive_message(
+        self,
+        message: Message,
+        source: Endpoint,
+        now: float,
+        *,
+        peercert: Mapping[str, object] | None = None,
+    ) -> list[Send]:
+        """A message a stream transport already framed and parsed (TCP, TLS).
+
+        ``peercert`` is the verified client certificate of a TLS connection.
+        """
         side = self.side_of(source)
         if side is Side.OUTSIDE and not self._screen(source, now):
             return []
+        if (
+            side is Side.OUTSIDE
+            and isinstance(message, Request)
+            and not self._certificate_allows(message, source, peercert)
+        ):
+            self.counters.refused += 1
+            return self._unless_ack(message, 403, source, "Forbidden (certificate)")
         return self._dispatch(message, message.to_bytes(), source, side, now)
+
+    def _certificate_allows(
+        self, request: Request, source: Endpoint, peercert: Mapping[str, object] | None
+    ) -> bool:
+        """Mutual TLS bound to accounts: the account a REGISTER registers (To) or a
+        call comes from (From) must be one the client certificate names."""
+        if not self.settings.bind_account_to_subject or source.transport != "tls":
+            return True
+        if request.method not in _AUTHENTICATED:
+            return True
+        party = request.to if request.method == "REGISTER" else request.from_
+        uri = party.uri if party is not None else None
+        user = uri.user if isinstance(uri, SipUri) else None
+        return user is not None and account_allowed(peercert, user)
 
     def stream_error(self, error: RemoteProtocolError, source: Endpoint, now: float) -> None:
         """A stream whose framing broke: reported to the engine (the caller closes it)."""

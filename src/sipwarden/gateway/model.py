@@ -59,4 +59,7 @@ class GatewaySettings:
     sdp_session_name: str = "-"
     uniform_auth_answers: bool = True
     require_srtp: bool = False
+    # Mutual TLS: a REGISTER/INVITE over TLS only for the account the client
+    # certificate names (gateway.tls.bind_account_to_subject).
+    bind_account_to_subject: bool = False
     health_check_interval: float = 10.0

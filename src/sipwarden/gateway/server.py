@@ -64,11 +64,14 @@ class _Stream(asyncio.Protocol):
         self.parser = StreamParser(strict=True, limits=server.core.limits)
         self.transport: asyncio.Transport | None = None
         self.peer: Endpoint | None = None
+        self.peercert: dict[str, object] | None = None
         self.last_seen = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)
         self.peer = _peer(self.name, self.transport.get_extra_info("peername"))
+        # The verified client certificate (mutual TLS), or None.
+        self.peercert = self.transport.get_extra_info("peercert")
         if not self.server.register(self.peer, self):
             self.transport.abort()
 
@@ -83,7 +86,9 @@ class _Stream(asyncio.Protocol):
                     if event.kind == "ping" and self.transport is not None:
                         self.transport.write(b"\r\n")  # RFC 5626 4.4.1 pong
                     continue
-                self.server.dispatch(self.server.core.receive_message(event, self.peer, now))
+                self.server.dispatch(
+                    self.server.core.receive_message(event, self.peer, now, peercert=self.peercert)
+                )
         except RemoteProtocolError as error:
             # RFC 3261 18.3: the framing is lost; the connection cannot go on.
             self.server.core.stream_error(error, self.peer, now)
@@ -141,6 +146,20 @@ class GatewayServer:
                 )
                 self._servers.append(server)
             log.info("listening on %s:%s", listener.transport, listener.hostport)
+        await self._open_inside_socket()
+
+    async def _open_inside_socket(self) -> None:
+        """A UDP socket at the inside face when no UDP listener serves it (a TLS-only
+        gateway in front of a UDP PBX): the PBX answers to the Via we write there."""
+        inside = self.core.settings.inside
+        family = 6 if ":" in inside.host else 4
+        if inside.transport != "udp" or family in self._udp:
+            return
+        _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Datagrams(self), local_addr=(inside.host, inside.port), reuse_port=True
+        )
+        self._udp[family] = protocol
+        log.info("talking to the PBX from udp:%s", inside.hostport)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set, then close every listener and connection."""
