@@ -461,6 +461,20 @@ class GatewayMediaConfig(_Section):
             "directly between the phones and the PBX (its media address is then visible)."
         ),
     )
+    rtpengine_outside_interface: str = Field(
+        default="external",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description=(
+            "rtpengine's logical interface facing the outside (its --interface=NAME/ADDRESS); "
+            "the names must match rtpengine's command line, which falls back to its first "
+            "interface for a name it does not know."
+        ),
+    )
+    rtpengine_inside_interface: str = Field(
+        default="internal",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="rtpengine's logical interface facing the PBX.",
+    )
 
 
 class GatewayConfig(_Section):

@@ -27,6 +27,7 @@ from sipwarden.store.sqlite import SqliteStore
 
 from .core import GatewayCore
 from .model import Endpoint, GatewaySettings
+from .rtpengine import MediaPolicy, RtpengineClient
 from .screening import RateLimiter
 from .server import GatewayServer
 from .tls import client_context, server_context
@@ -99,6 +100,7 @@ def gateway_settings(config: Config) -> tuple[GatewaySettings, list[Endpoint]]:
         uniform_auth_answers=section.uniform_auth_answers,
         require_srtp=media.require_srtp,
         bind_account_to_subject=section.tls.bind_account_to_subject,
+        anchor_media=bool(media.rtpengine),
         health_check_interval=section.health_check_interval,
     )
     return settings, listeners
@@ -183,6 +185,18 @@ def tls_contexts(config: Config, listeners: list[Endpoint]) -> dict[str, ssl.SSL
     return contexts
 
 
+def media_client(config: Config) -> RtpengineClient | None:
+    """The rtpengine client when [gateway.media] rtpengine names one."""
+    media = config.gateway.media
+    if not media.rtpengine:
+        return None
+    policy = MediaPolicy(
+        outside_interface=media.rtpengine_outside_interface,
+        pbx_interface=media.rtpengine_inside_interface,
+    )
+    return RtpengineClient(media.rtpengine, policy=policy)
+
+
 def run_gateway(config: Config, *, json_lines: bool, duration: float | None = None) -> int:
     """Run until SIGINT/SIGTERM (or ``duration`` seconds); exit code 0."""
     _, listeners = gateway_settings(config)
@@ -192,7 +206,9 @@ def run_gateway(config: Config, *, json_lines: bool, duration: float | None = No
     manager.run_in_background()
     try:
         core = build_core(config, manager, store, sys.stdout if json_lines else None)
-        server = GatewayServer(core, listeners, **tls_contexts(config, listeners))
+        server = GatewayServer(
+            core, listeners, media=media_client(config), **tls_contexts(config, listeners)
+        )
         asyncio.run(_serve(server, duration))
     finally:
         manager.close()

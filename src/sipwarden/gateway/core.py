@@ -39,7 +39,7 @@ from sipwarden.sip.uri import SipUri
 
 from .hiding import HeaderRules, hide_sdp, replace_identity
 from .media_policy import srtp_verdict
-from .model import Endpoint, GatewaySettings, Send, Side
+from .model import Endpoint, GatewaySettings, MediaStep, Send, Side
 from .routing import BRANCH_PREFIX, Router, endpoint_of_via, literal_endpoint, set_list
 from .screening import RateLimiter, is_bogon
 from .tls import account_allowed
@@ -355,7 +355,8 @@ class GatewayCore:
                 "proxy-authorization" in request.headers
             )
             self.transactions.put(branch, method, Transaction(source, upstream, credentials), now)
-        sends = [Send(self.upstreams.endpoint(upstream), request.to_bytes())]
+        media = self._media_step(request, Side.INSIDE)
+        sends = [Send(self.upstreams.endpoint(upstream), request.to_bytes(), media)]
         self.counters.forwarded += 1
         if method == "INVITE" and known is None:
             # RFC 3261 16.2: a stateful proxy answers an INVITE with 100 at once,
@@ -399,10 +400,13 @@ class GatewayCore:
         self._inspect(response, data, (source, destination), Direction.OUTBOUND, now)
         self._hide_outward(response, upstream, dialog_creating=False)
         out = response.to_bytes()
+        media = self._media_step(response, Side.OUTSIDE)
         if transaction is not None:
-            transaction.last_response = out
+            # An anchored SDP is rewritten after this point: a retransmission then
+            # goes to the PBX again rather than replaying the unanchored answer.
+            transaction.last_response = out if media is None or media.kind == "delete" else None
         self.counters.forwarded += 1
-        return [Send(destination, out)]
+        return [Send(destination, out, media)]
 
     def _reply_destination(
         self, response: Response, transaction: Transaction | None
@@ -467,7 +471,10 @@ class GatewayCore:
             )
         self._inspect(request, data, (source, target), Direction.OUTBOUND, now)
         self.counters.forwarded += 1
-        return [Send(target, request.to_bytes())]
+        return [Send(target, request.to_bytes(), self._media_step(request, Side.OUTSIDE))]
+
+    def _media_step(self, message: Message, toward: Side) -> MediaStep | None:
+        return media_step(message, toward) if self.settings.anchor_media else None
 
     def _hide_outward(self, message: Message, upstream: int, *, dialog_creating: bool) -> None:
         """Replace everything that would reveal the PBX (see :mod:`.routing`, :mod:`.hiding`)."""
@@ -505,7 +512,40 @@ class GatewayCore:
             response, Side.INSIDE, phone=source, upstream=transaction.upstream
         )
         self.counters.forwarded += 1
-        return [Send(transaction.reply_to, response.to_bytes())]
+        media = self._media_step(response, Side.INSIDE)
+        return [Send(transaction.reply_to, response.to_bytes(), media)]
+
+
+def media_step(message: Message, toward: Side) -> MediaStep | None:
+    """What rtpengine must do for ``message`` (early offer: the INVITE/UPDATE carries
+    the offer, the 18x/2xx the answer); a call that ends or fails is deleted."""
+    from_ = message.from_
+    to = message.to
+    call_id = message.call_id
+    if from_ is None or from_.tag is None or call_id is None:
+        return None
+    to_tag = to.tag if to is not None else None
+    kind: str | None = None
+    if isinstance(message, Request):
+        if message.method in ("BYE", "CANCEL"):
+            kind = "delete"
+        elif message.method in ("INVITE", "UPDATE") and _has_sdp(message):
+            kind = "offer"
+    elif isinstance(message, Response):
+        cseq = message.cseq
+        method = cseq.method if cseq is not None else ""
+        if method == "INVITE" and message.status >= 300:  # the call failed
+            kind = "delete"
+        elif method in ("INVITE", "UPDATE") and 100 < message.status < 300 and _has_sdp(message):
+            kind = "answer"
+    if kind is None:
+        return None
+    return MediaStep(kind, call_id, from_.tag, to_tag, toward)
+
+
+def _has_sdp(message: Message) -> bool:
+    content_type = message.headers.get("content-type") or ""
+    return bool(message.body) and content_type.lower().startswith("application/sdp")
 
 
 def _decrement_max_forwards(request: Request) -> None:

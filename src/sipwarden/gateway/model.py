@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["Endpoint", "GatewaySettings", "Send", "Side"]
+__all__ = ["Endpoint", "GatewaySettings", "MediaStep", "Send", "Side"]
 
 
 class Side(enum.Enum):
@@ -34,11 +34,22 @@ class Endpoint(NamedTuple):
         return self.transport.upper()
 
 
+class MediaStep(NamedTuple):
+    """What rtpengine must do with the SDP of a message before it is sent (media anchoring)."""
+
+    kind: str  # "offer", "answer" or "delete"
+    call_id: str
+    from_tag: str
+    to_tag: str | None
+    toward: Side  # the side the message (and its SDP) goes to
+
+
 class Send(NamedTuple):
     """Bytes to send to ``to`` (on the connection it came from, for streams)."""
 
     to: Endpoint
     data: bytes
+    media: MediaStep | None = None  # set only when media anchoring is on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,4 +73,5 @@ class GatewaySettings:
     # Mutual TLS: a REGISTER/INVITE over TLS only for the account the client
     # certificate names (gateway.tls.bind_account_to_subject).
     bind_account_to_subject: bool = False
+    anchor_media: bool = False  # rtpengine rewrites every SDP (gateway.media.rtpengine)
     health_check_interval: float = 10.0

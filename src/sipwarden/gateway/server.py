@@ -15,14 +15,15 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Final, cast
 
 from sipwarden.errors import RemoteProtocolError
-from sipwarden.sip.parser import KeepAlive, StreamParser
+from sipwarden.sip.parser import KeepAlive, StreamParser, parse_message
 
 from .core import GatewayCore
-from .model import Endpoint, Send
+from .model import Endpoint, MediaStep, Send, Side
+from .rtpengine import Leg, MediaError, RtpengineClient
 
 __all__ = ["GatewayServer"]
 
@@ -114,8 +115,10 @@ class GatewayServer:
         *,
         server_tls: ssl.SSLContext | None = None,
         client_tls: ssl.SSLContext | None = None,
+        media: RtpengineClient | None = None,
     ) -> None:
         self.core = core
+        self.media = media
         self.listeners = list(listeners)
         self.server_tls = server_tls
         self.client_tls = client_tls
@@ -126,6 +129,8 @@ class GatewayServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.media is not None:
+            await self.media.start()
         for listener in self.listeners:
             if listener.transport == "udp":
                 _, protocol = await loop.create_datagram_endpoint(
@@ -181,6 +186,8 @@ class GatewayServer:
                 protocol.transport.close()
         for task in list(self._tasks):
             task.cancel()
+        if self.media is not None:
+            await self.media.close()
 
     # ---------------------------------------------------------------- connections
 
@@ -207,10 +214,52 @@ class GatewayServer:
 
     def dispatch(self, sends: list[Send]) -> None:
         for send in sends:
-            if send.to.transport == "udp":
-                self._send_datagram(send)
+            if send.media is not None and self.media is not None:
+                self._spawn(self._anchored(send, send.media, self.media))
             else:
-                self._send_stream(send)
+                self._send(send)
+
+    def _send(self, send: Send) -> None:
+        if send.to.transport == "udp":
+            self._send_datagram(send)
+        else:
+            self._send_stream(send)
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _anchored(self, send: Send, step: MediaStep, media: RtpengineClient) -> None:
+        """Let rtpengine rewrite the SDP, then send; on failure nothing is sent (the
+        original SDP would reveal the PBX's media address) and the sender retransmits."""
+        try:
+            if step.kind == "delete":
+                self._send(send)
+                await media.delete(call_id=step.call_id, from_tag=step.from_tag, to_tag=step.to_tag)
+                return
+            message = parse_message(send.data)
+            leg = Leg.PBX if step.toward is Side.INSIDE else Leg.OUTSIDE
+            if step.kind == "offer":
+                sdp = await media.offer(
+                    call_id=step.call_id,
+                    from_tag=step.from_tag,
+                    to_tag=step.to_tag,
+                    sdp=message.body,
+                    toward=leg,
+                )
+            else:
+                sdp = await media.answer(
+                    call_id=step.call_id,
+                    from_tag=step.from_tag,
+                    to_tag=step.to_tag or "",
+                    sdp=message.body,
+                )
+        except (MediaError, RemoteProtocolError) as error:
+            log.error("media anchoring failed, %s not sent: %s", step.kind, error)  # noqa: TRY400
+            return
+        message.set_body(sdp)
+        self._send(send._replace(data=message.to_bytes(), media=None))
 
     def _send_datagram(self, send: Send) -> None:
         protocol = self._udp.get(6 if ":" in send.to.host else 4)
@@ -224,9 +273,7 @@ class GatewayServer:
         if stream is not None:
             stream.send(send.data)
             return
-        task = asyncio.ensure_future(self._connect_and_send(send))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._connect_and_send(send))
 
     async def _connect_and_send(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
