@@ -464,11 +464,9 @@ class GatewayCore:
         set_list(request, "Via", [])
         _decrement_max_forwards(request)
         self._hide_outward(request, upstream, dialog_creating=method in _DIALOG_CREATING)
-        router.push_via(request, Side.OUTSIDE, branch)
+        router.push_via(request, Side.OUTSIDE, branch, hidden)
         if method != "ACK":
-            self.transactions.put(
-                branch, method, Transaction(source, upstream, hidden_vias=hidden), now
-            )
+            self.transactions.put(branch, method, Transaction(source, upstream), now)
         self._inspect(request, data, (source, target), Direction.OUTBOUND, now)
         self.counters.forwarded += 1
         return [Send(target, request.to_bytes(), self._media_step(request, Side.OUTSIDE))]
@@ -501,19 +499,20 @@ class GatewayCore:
         via = self.router.pop_our_via(response, Side.OUTSIDE)
         if via is None:
             return []
-        cseq = response.cseq
-        transaction = self.transactions.get(via.branch or "", cseq.method if cseq else "")
-        if transaction is None:
-            return []  # its request was forgotten (or never ours): nowhere to send it
-        set_list(response, "Via", transaction.hidden_vias)
+        hidden = self.router.hidden_vias(via)
+        if not hidden:
+            return []  # not a response to a request of the PBX's: nowhere to send it
+        set_list(response, "Via", hidden)
+        destination = endpoint_of_via(response.via[0], self.settings.inside.transport)
+        if destination is None:
+            return []
         self._strip_in.apply(response)
         self.router.unfold_record_route(response)
-        self.router.alias_contacts(
-            response, Side.INSIDE, phone=source, upstream=transaction.upstream
-        )
+        upstream = self.upstreams.index_of(destination)
+        self.router.alias_contacts(response, Side.INSIDE, phone=source, upstream=upstream)
         self.counters.forwarded += 1
         media = self._media_step(response, Side.INSIDE)
-        return [Send(transaction.reply_to, response.to_bytes(), media)]
+        return [Send(destination, response.to_bytes(), media)]
 
 
 def media_step(message: Message, toward: Side) -> MediaStep | None:

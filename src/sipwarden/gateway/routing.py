@@ -48,6 +48,8 @@ _INSIDE_MARK: Final = "in"
 _PHONE: Final = "contact:phone"  # a phone's Contact, written for the PBX
 _PBX: Final = "contact:pbx"  # the PBX's Contact, written for the outside
 _ROUTE: Final = "route"
+_VIAS: Final = "vias"
+VIA_PARAM: Final = "swv"
 
 
 def set_list(message: Message, name: str, values: Sequence[str]) -> None:
@@ -131,9 +133,16 @@ class Router:
             )
         return BRANCH_PREFIX + self.signer.digest(toward.value, previous)
 
-    def push_via(self, message: Message, toward: Side, branch: str) -> None:
+    def push_via(
+        self, message: Message, toward: Side, branch: str, hidden: Sequence[str] = ()
+    ) -> None:
+        """Add our Via. ``hidden`` are the Vias it replaces (a PBX request going out):
+        sealed in a ``swv`` parameter, which the response echoes (RFC 3261 8.2.6.2),
+        so any worker, even after a restart, can put them back."""
         face = self.face(toward)
         value = f"SIP/2.0/{face.via_transport} {face.hostport};branch={branch};rport"
+        if hidden:
+            value += f";{VIA_PARAM}={self.signer.seal(_VIAS, hidden)}"
         if "via" in message.headers:
             message.headers.insert_before("Via", value)  # topmost Via
         else:
@@ -173,6 +182,11 @@ class Router:
             return None
         set_list(message, "Via", vias[1:])
         return top
+
+    def hidden_vias(self, via: Via) -> tuple[str, ...] | None:
+        """The Vias our Via replaced (see :meth:`push_via`), or None."""
+        token = via.param(VIA_PARAM)
+        return self.signer.open(_VIAS, token) if token else None
 
     # ---------------------------------------------------------------- Contact
 

@@ -7,8 +7,12 @@ where its responses go and the last response it relayed, so that:
   reaching the PBX again (17.2.1, 17.2.2), and an INVITE retransmitted before
   any answer is forwarded again (the phone's retransmission timer then drives
   the PBX leg, which keeps the gateway free of timers of its own);
-* a request the PBX sends out loses its Via headers (they name the PBX), and
-  the response gets them back from here.
+* an answer is sent to where its request came from (the phone's connection,
+  for streams), not to an address written in a header.
+
+What must survive a restart or reach another worker (the PBX's Vias hidden
+from the outside, routes, contacts) is not kept here but sealed into the
+messages (:mod:`.routing`).
 
 Entries live 32 s (64*T1, Timer B/F) after their last use, and the table is
 bounded, so a flood of requests costs a fixed amount of memory.
@@ -35,7 +39,6 @@ class Transaction:
     reply_to: Endpoint  # where its responses go
     upstream: int  # the PBX it went to (-1: not a PBX)
     had_credentials: bool = False
-    hidden_vias: tuple[str, ...] = ()  # the PBX-side Vias removed on the way out
     last_response: bytes | None = field(default=None, repr=False)
     final: bool = False
 
