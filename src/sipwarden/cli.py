@@ -189,10 +189,14 @@ def gateway(ctx: click.Context, json_lines: bool, duration: float | None) -> Non
       sipwarden gateway --json >> /var/log/sipwarden/events.jsonl
     with [gateway] listen = ["udp:203.0.113.10:5060"], upstreams = ["udp:127.0.0.1:5080"]
     """
-    config = _state(ctx).config()
+    state = _state(ctx)
+    config = state.config()
     from sipwarden.gateway.command import run_gateway  # noqa: PLC0415 - keep --help light
 
-    ctx.exit(run_gateway(config, json_lines=json_lines, duration=duration))
+    def reload() -> Config:
+        return load_config(state.config_path)
+
+    ctx.exit(run_gateway(config, json_lines=json_lines, duration=duration, reload=reload))
 
 
 # --------------------------------------------------------------------------- monitor

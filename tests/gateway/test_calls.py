@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from monitor.live_support import LiveMonitor
 from peers import BENIGN_USERS, KamailioRegistrar, Sipp
 from peers.capture import capture, read_sip
@@ -38,7 +40,9 @@ def revealing(data: bytes, pbx: str) -> bool:
     return False
 
 
-def gateway_process(tmp_path: Path, port: int, pbx: KamailioRegistrar) -> LiveMonitor:
+def gateway_process(
+    tmp_path: Path, port: int, pbx: KamailioRegistrar, *, workers: int = 1
+) -> LiveMonitor:
     return LiveMonitor(
         tmp_path / "gateway",
         ports=[port],
@@ -52,11 +56,15 @@ def gateway_process(tmp_path: Path, port: int, pbx: KamailioRegistrar) -> LiveMo
             'identity = "Avaya CM"\n'
             # Loopback is a bogon: the phones of this test come from it.
             "bogon_check = false\n"
+            f"workers = {workers}\n"
         ),
     )
 
 
-def test_registrations_and_calls_go_through_and_the_pbx_stays_hidden(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_registrations_and_calls_go_through_and_the_pbx_stays_hidden(
+    tmp_path: Path, workers: int
+) -> None:
     users = BENIGN_USERS
     runner = Sipp(tmp_path / "sipp")
     port = free_port(tcp=False)
@@ -65,7 +73,7 @@ def test_registrations_and_calls_go_through_and_the_pbx_stays_hidden(tmp_path: P
         KamailioRegistrar(
             tmp_path / "kamailio", users, downstream=(uas.host, uas.port), downstream_prefix="9"
         ) as pbx,
-        gateway_process(tmp_path, port, pbx) as gateway,
+        gateway_process(tmp_path, port, pbx, workers=workers) as gateway,
         capture(
             tmp_path, bpf=f"udp port {port} and not udp port {pbx.port}", name="outside.pcap"
         ) as outside,

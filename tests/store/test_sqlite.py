@@ -136,3 +136,23 @@ def test_a_locked_store_is_reported_not_fatal_to_the_caller(tmp_path: Path) -> N
     assert len(store.events()) == 1
     blocker.close()
     store.close()
+
+
+def test_processes_creating_the_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """Gateway workers start together and open one new store file."""
+    import multiprocessing  # noqa: PLC0415
+
+    path = str(tmp_path / "store.sqlite3")
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(8)
+    workers = [context.Process(target=_open_together, args=(path, start)) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [worker.exitcode for worker in workers] == [0] * 8
+
+
+def _open_together(path: str, start: object) -> None:
+    start.wait()  # type: ignore[attr-defined]
+    SqliteStore(path).close()

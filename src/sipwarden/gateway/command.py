@@ -12,6 +12,7 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -22,7 +23,7 @@ from sipwarden.detection_config import ban_settings, detection_settings
 from sipwarden.enforce.manager import BanManager
 from sipwarden.enforce.setup import build_ban_manager
 from sipwarden.engine.contract import Inspection
-from sipwarden.errors import ConfigError, StoreError
+from sipwarden.errors import ConfigError, SipwardenError, StoreError
 from sipwarden.store.sqlite import SqliteStore
 
 from .core import GatewayCore
@@ -32,8 +33,9 @@ from .screening import RateLimiter
 from .server import GatewayServer
 from .tls import client_context, server_context
 from .tokens import TokenSigner
+from .workers import supervise, worker_count
 
-__all__ = ["gateway_settings", "load_secret", "run_gateway"]
+__all__ = ["gateway_settings", "load_secret", "run_gateway", "run_worker"]
 
 log = logging.getLogger("sipwarden.gateway")
 
@@ -197,19 +199,51 @@ def media_client(config: Config) -> RtpengineClient | None:
     return RtpengineClient(media.rtpengine, policy=policy)
 
 
-def run_gateway(config: Config, *, json_lines: bool, duration: float | None = None) -> int:
-    """Run until SIGINT/SIGTERM (or ``duration`` seconds); exit code 0."""
+def run_gateway(
+    config: Config,
+    *,
+    json_lines: bool,
+    duration: float | None = None,
+    reload: Callable[[], Config] | None = None,
+) -> int:
+    """Run until SIGINT/SIGTERM (or ``duration`` seconds), in one or more workers.
+
+    ``reload`` reads the configuration again on SIGHUP.
+    """
+    _, listeners = gateway_settings(config)
+    streams = any(listener.transport != "udp" for listener in listeners)
+    count = worker_count(config.gateway.workers, streams=streams)
+    if count == 1 or duration is not None:
+        return run_worker(config, json_lines=json_lines, duration=duration, reload=reload)
+    return supervise(count, lambda _index: run_worker(config, json_lines=json_lines, reload=reload))
+
+
+def run_worker(
+    config: Config,
+    *,
+    json_lines: bool,
+    duration: float | None = None,
+    reload: Callable[[], Config] | None = None,
+) -> int:
+    """One worker: its ban manager, store connection, core and listeners."""
     _, listeners = gateway_settings(config)
     store = _open_store(config)
     manager = build_ban_manager(config, store=store, enforcing=True)
     manager.start(time.time())
     manager.run_in_background()
+    out = sys.stdout if json_lines else None
     try:
-        core = build_core(config, manager, store, sys.stdout if json_lines else None)
+        core = build_core(config, manager, store, out)
         server = GatewayServer(
             core, listeners, media=media_client(config), **tls_contexts(config, listeners)
         )
-        asyncio.run(_serve(server, duration))
+
+        def rebuilt() -> GatewayCore | None:
+            if reload is None:
+                return None
+            return build_core(reload(), manager, store, out)
+
+        asyncio.run(_serve(server, duration, rebuilt))
     finally:
         manager.close()
         if store is not None:
@@ -220,11 +254,14 @@ def run_gateway(config: Config, *, json_lines: bool, duration: float | None = No
     return 0
 
 
-async def _serve(server: GatewayServer, duration: float | None) -> None:
+async def _serve(
+    server: GatewayServer, duration: float | None, rebuilt: Callable[[], GatewayCore | None]
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(server, rebuilt))
     if duration is not None:
         loop.call_later(duration, stop.set)
     await server.start()
@@ -234,6 +271,24 @@ async def _serve(server: GatewayServer, duration: float | None) -> None:
     )
     await server.serve(stop)
     log.info("gateway stopped: %s", vars_of(server.core.counters))
+
+
+def _reload(server: GatewayServer, rebuilt: Callable[[], GatewayCore | None]) -> None:
+    """SIGHUP: the new configuration takes over between two messages. Calls go on:
+    their routing state is in the messages, and the transaction memory is kept.
+    Listeners are not moved (a change of gateway.listen needs a restart)."""
+    try:
+        core = rebuilt()
+    except SipwardenError as error:
+        log.error("configuration not reloaded, the old one stays in force: %s", error)  # noqa: TRY400
+        return
+    if core is None:
+        log.warning("SIGHUP ignored: no configuration file to reload")
+        return
+    core.transactions = server.core.transactions
+    core.counters = server.core.counters
+    server.core = core
+    log.info("configuration reloaded")
 
 
 def vars_of(counters: object) -> str:

@@ -95,9 +95,10 @@ class SqliteStore:
             if version is not None and version != SCHEMA_VERSION:
                 self._migrate(version)
             self._db.executescript(_SCHEMA)
+            # OR IGNORE: several processes (gateway workers) may create the store at once.
             if version is None:
                 self._db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
                 self._db.commit()
