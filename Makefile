@@ -5,10 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= sipwarden.toml
-# The sample capture `make run` analyses until the gateway exists.
+# The sample capture `make monitor` analyses.
 PCAP   ?= ../shared/testdata/captures/svwar.pcap
 
-.PHONY: run test lint typecheck unit system-deps venv dev bench fuzz clean
+.PHONY: run monitor test lint typecheck unit system-deps venv dev bench fuzz clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null \
@@ -25,8 +25,13 @@ dev: $(BIN)/python
 system-deps:
 	bash scripts/install-system-deps
 
-## run: the main job on the embedded default store, with the example config
+## run: the main job, the gateway, with the example config and the embedded default store
+##      (listens on 5060 for a PBX moved to 127.0.0.1:5080; Ctrl-C stops it)
 run: venv
+	$(BIN)/sipwarden --config $(CONFIG) gateway
+
+## monitor: the passive monitor on a sample capture of a SIPVicious sweep
+monitor: venv
 	$(BIN)/sipwarden --config $(CONFIG) monitor --pcap $(PCAP)
 
 ## test: everything CI checks — lint, types, the whole suite

@@ -123,7 +123,8 @@ def test_unknown_command_is_a_usage_error() -> None:
 # ---------------------------------------------------------------- gateway, monitor
 
 
-def test_gateway_without_upstreams_names_the_key() -> None:
+def test_gateway_without_upstreams_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "sipwarden.toml").write_text("[gateway]\nupstreams = []\n")
     result = run("gateway")
     assert_clean_failure(result, "gateway.upstreams")
 
@@ -315,6 +316,7 @@ def test_console_script_runs(tmp_path: Path) -> None:
 
 
 def test_python_dash_m_runs(tmp_path: Path) -> None:
+    (tmp_path / "sipwarden.toml").write_text("[gateway]\nupstreams = []\n")
     result = subprocess.run(
         [sys.executable, "-m", "sipwarden", "gateway"],
         capture_output=True,

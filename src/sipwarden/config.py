@@ -494,15 +494,17 @@ class GatewayConfig(_Section):
         default="",
         description=(
             "Address (or host name) the outside sees in Via, Record-Route and Contact. Empty "
-            "uses the listener's address, which must then not be a wildcard."
+            "uses the listener's address or, for a wildcard listener, the address of this "
+            "host's default route (set it when the gateway is behind NAT)."
         ),
     )
     upstreams: tuple[UpstreamAddress, ...] = Field(
-        default=(),
+        default=("udp:127.0.0.1:5080",),
         description=(
-            'The PBX (or PBXs, in order of preference) as "transport:host:port", e.g. '
-            '["udp:10.0.0.5:5060"]. The first healthy one receives new requests; at least one '
-            "is needed to run the gateway."
+            'The PBX (or PBXs, in order of preference) as "transport:host:port". The default '
+            "is a PBX moved to port 5080 of this host, the gateway taking 5060; a PBX "
+            'elsewhere is e.g. ["udp:10.0.0.5:5060"]. The first healthy one receives new '
+            "requests."
         ),
     )
     health_check_interval: float = Field(
@@ -573,8 +575,12 @@ class GatewayConfig(_Section):
         le=256,
         description="Worker processes sharing the listeners (SO_REUSEPORT); 0 is one per core.",
     )
-    tls: GatewayTlsConfig = Field(default_factory=GatewayTlsConfig)
-    media: GatewayMediaConfig = Field(default_factory=GatewayMediaConfig)
+    tls: GatewayTlsConfig = Field(
+        default_factory=GatewayTlsConfig, description="SIP over TLS and mutual TLS."
+    )
+    media: GatewayMediaConfig = Field(
+        default_factory=GatewayMediaConfig, description="SRTP policy and media anchoring."
+    )
 
 
 if TYPE_CHECKING:

@@ -67,6 +67,21 @@ def _local_address_towards(upstream: Endpoint) -> str:
         return str(probe.getsockname()[0])
 
 
+def _default_route_address(wildcard: str) -> str:
+    """The address of the default route (what the Internet sees without NAT)."""
+    # A documentation address: only the routing table is consulted, nothing is sent.
+    probe = Endpoint("udp", "2001:db8::1" if ":" in wildcard else "192.0.2.1", 9)
+    try:
+        return _local_address_towards(probe)
+    except OSError:
+        raise ConfigError(
+            f"the first listener {wildcard} is a wildcard and this host has no default "
+            "route: name the address the outside sees (written into Via, Record-Route and "
+            "Contact)",
+            key_path="gateway.public_address",
+        ) from None
+
+
 def gateway_settings(config: Config) -> tuple[GatewaySettings, list[Endpoint]]:
     """The core's settings and the listeners, checked; errors name the key."""
     section = config.gateway
@@ -84,11 +99,7 @@ def gateway_settings(config: Config) -> tuple[GatewaySettings, list[Endpoint]]:
     wildcard = first.host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
     public = section.public_address or ("" if wildcard else first.host)
     if not public:
-        raise ConfigError(
-            f"the first listener {first.host} is a wildcard: name the address the outside "
-            "sees (the gateway writes it into Via, Record-Route and Contact)",
-            key_path="gateway.public_address",
-        )
+        public = _default_route_address(first.host)
     inside_host = first.host if not wildcard else _local_address_towards(upstreams[0])
     media = section.media
     settings = GatewaySettings(
