@@ -41,7 +41,12 @@ def revealing(data: bytes, pbx: str) -> bool:
 
 
 def gateway_process(
-    tmp_path: Path, port: int, pbx: KamailioRegistrar, *, workers: int = 1
+    tmp_path: Path,
+    port: int,
+    pbx: KamailioRegistrar,
+    *,
+    workers: int = 1,
+    key: Path | None = None,
 ) -> LiveMonitor:
     return LiveMonitor(
         tmp_path / "gateway",
@@ -52,7 +57,7 @@ def gateway_process(
         extra_config=(
             f'\n[gateway]\nlisten = ["udp:127.0.0.1:{port}"]\n'
             f'upstreams = ["udp:{pbx.host}:{pbx.port}"]\n'
-            f'secret_file = "{tmp_path / "gateway.key"}"\n'
+            f'secret_file = "{key or tmp_path / "gateway.key"}"\n'
             'identity = "Avaya CM"\n'
             # Loopback is a bogon: the phones of this test come from it.
             "bogon_check = false\n"
