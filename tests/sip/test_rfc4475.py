@@ -1,82 +1,28 @@
 """RFC 4475 torture tests: every message does what ../shared/testdata/rfc4475/README.md says.
 
-The table below is the sample input annotated with the expected result
-(fail2ban's test pattern): for valid messages the fields as the RFC reads
-them, for invalid ones the rule a strict parser must name.
+The tables of ``tests/rfc4475_cases.py`` (shared with the gateway's torture
+test) and the checks below are the sample input annotated with the expected
+result (fail2ban's test pattern): for valid messages the fields as the RFC
+reads them, for invalid ones the rule a strict parser must name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
+from rfc4475_cases import APPLICATION, INVALID, RECOVERABLE, VALID, load, message_names
 from sipwarden.errors import RemoteProtocolError
 from sipwarden.sip.checks import check_proxy_request
 from sipwarden.sip.headers import HeaderField, Headers, make_field
 from sipwarden.sip.message import Message, Request, Response
 from sipwarden.sip.parser import parse_message
 from sipwarden.sip.uri import SipUri
-from support import shared_path
-
-VALID = [
-    "wsinv", "intmeth", "esc01", "escnull", "esc02", "lwsdisp", "longreq", "dblreq",
-    "semiuri", "transports", "mpart01", "unreason", "noreason",
-]  # fmt: skip
-# file -> (where strict parsing fails: "parse" or "validate", rule substring, status)
-INVALID: dict[str, tuple[str, str, int]] = {
-    "badinv01": ("validate", "via-params", 400),
-    "clerr": ("parse", "18.3 Content-Length", 400),
-    "ncl": ("parse", "20.14 Content-Length", 400),
-    "scalar02": ("validate", "8.1.1.5 CSeq", 400),
-    "scalarlg": ("validate", "8.1.1.5 CSeq", 400),
-    "quotbal": ("validate", "", 400),
-    "ltgtruri": ("validate", "", 400),
-    "lwsruri": ("parse", "Request-Line", 400),
-    "lwsstart": ("parse", "Request-Line", 400),
-    "trws": ("parse", "Request-Line", 400),
-    "escruri": ("validate", "19.1.1 Request-URI headers", 400),
-    "baddate": ("validate", "20.17 Date", 400),
-    "regbadct": ("validate", "", 400),
-    "badaspec": ("validate", "", 400),
-    "baddn": ("validate", "", 400),
-    "badvers": ("parse", "SIP-Version 2.0", 505),
-    "mismatch01": ("validate", "CSeq method", 400),
-    "mismatch02": ("validate", "CSeq method", 400),
-    "bigcode": ("parse", "Status-Code", 400),
-}
-# RFC 4475 says lenient parsers may recover these (monitor mode).
-RECOVERABLE = {"escruri", "baddate", "regbadct", "badvers", "mismatch01", "mismatch02"}
-# 3.2, 3.3 and 3.4: the parser must not fail; a proxy answers (or forwards: None).
-APPLICATION: dict[str, int | None] = {
-    "badbranch": None,
-    "insuf": 400,
-    "unkscm": 416,
-    "novelsc": 416,
-    "unksm2": None,
-    "bext01": 420,
-    "invut": None,
-    "regaut01": None,
-    "multi01": 400,
-    "mcl01": 400,
-    "bcast": None,  # a response: not a proxy request check (the gateway drops its forwarding)
-    "zeromf": 483,
-    "cparam01": None,
-    "cparam02": None,
-    "regescrt": None,
-    "sdp01": None,
-    "inv2543": None,
-}
-
-
-def load(name: str) -> bytes:
-    path: Path = shared_path("testdata", "rfc4475", f"{name}.dat")
-    return path.read_bytes()
 
 
 def test_the_table_covers_all_49_messages() -> None:
-    names = {path.stem for path in shared_path("testdata", "rfc4475").glob("*.dat")}
+    names = set(message_names())
     assert len(names) == 49
     assert names == set(VALID) | set(INVALID) | set(APPLICATION)
 

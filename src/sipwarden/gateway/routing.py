@@ -57,7 +57,11 @@ def set_list(message: Message, name: str, values: Sequence[str]) -> None:
     where the first field of that name stood (or at the end when there was none)."""
     headers = message.headers
     key = header_key(name)
-    for value in values:
+    # Each value goes before the first field of that name, i.e. before the value
+    # inserted just before it: last to first, they come out in order. The order of
+    # Via, Route and Record-Route values is their meaning (RFC 3261 7.3.1, 16.6,
+    # 16.12; RFC 4475 wsinv and longreq had their Vias reversed here).
+    for value in reversed(values):
         headers.insert_before(name, value)
     kept = 0
 
@@ -120,8 +124,15 @@ class Router:
         its CANCEL and its non-2xx ACK (all share the previous hop's branch)."""
         top = message.top_via
         previous = top.branch if top is not None and top.branch else ""
-        if not previous.startswith("z9hG4bK"):
-            # An RFC 2543 peer: the transaction is named by these fields (16.11).
+        if previous.startswith("z9hG4bK") and len(previous) > len("z9hG4bK") and top is not None:
+            # RFC 3261 17.2.3: the transaction is the branch *and* the sent-by of
+            # the top Via; two clients may pick the same branch (the RFC 4475
+            # messages do), and must not share a transaction here nor at the PBX.
+            previous = f"{top.sent_by}|{previous}"
+        else:
+            # An RFC 2543 peer, or a branch that is the bare magic cookie (RFC 4475
+            # 3.2.1 badbranch: no transaction identifier, fall back to RFC 2543
+            # matching): the transaction is named by these fields (17.2.3, 16.11).
             cseq = message.cseq
             previous = "|".join(
                 (

@@ -7,6 +7,7 @@ application-layer messages (section 3.3) are their conformance tests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -127,7 +128,12 @@ _REASONS = {505: "Version Not Supported", 513: "Message Too Large", 416: "Unsupp
 
 def _is_foreign_scheme(request: Request) -> bool:
     scheme = request.uri.partition(":")[0].lower()
-    return bool(scheme) and scheme not in ("sip", "sips", "tel")
+    # Only a real scheme (RFC 3986 3.1) is another scheme: "<sip" of a Request-URI
+    # in angle brackets (RFC 4475 3.1.2.11 ltgtruri) is broken syntax, a 400, not 416.
+    return _SCHEME.fullmatch(scheme) is not None and scheme not in ("sip", "sips", "tel")
+
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")
 
 
 def _check_uri_scheme(request: Request, uri_schemes: Collection[str]) -> Rejection | None:
