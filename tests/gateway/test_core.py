@@ -301,3 +301,12 @@ def test_a_call_without_srtp_is_refused_488_when_the_policy_requires_it() -> Non
     secure = invite(media=f"RTP/SAVP 0\r\n{crypto}")
     sends = gateway.receive(secure, PHONE, 1000.1)
     assert [send.to for send in sends] == [PHONE, PBX]  # 100 Trying, then forwarded
+
+
+def test_the_100_trying_carries_the_phones_vias_only() -> None:
+    # Built before our Via is pushed (RFC 3261 16.2, 18.1.2): our inside face
+    # on top would show the outside the inside address, and a strict phone
+    # would discard the 100 and keep retransmitting.
+    trying, _ = forward_invite(core())
+    assert [via.sent_by for via in trying.via] == ["192.168.1.20:5060"]
+    assert trying.via[0].received == "81.2.69.142"  # stamped as received (18.2.1)

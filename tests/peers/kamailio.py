@@ -88,7 +88,11 @@ class KamailioRegistrar:
     * relays INVITEs whose Request-URI user starts with ``downstream_prefix``
       to ``downstream`` (host, port) when given, others to the registered
       contacts of the called user (404 when there are none); it record-routes;
-    * mirrors every message as HEPv3 to ``hep`` (host, port) when given.
+    * mirrors every message as HEPv3 to ``hep`` (host, port) when given;
+    * with ``user_oracle``, answers 404 at once for a user it does not know
+      (a REGISTER, or a request whose From is in ``domain``) and challenges
+      only known ones: the leak svwar enumerates extensions with, which a
+      test needs to prove that a gateway in front hides it.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`. Its
     stdout/stderr go to ``log_path``; :meth:`log_tail` is in every failure.
@@ -105,6 +109,7 @@ class KamailioRegistrar:
         downstream: tuple[str, int] | None = None,
         downstream_prefix: str = "9",
         hep: tuple[str, int] | None = None,
+        user_oracle: bool = False,
         ready_timeout: float = 10.0,
     ) -> None:
         self.workdir = Path(workdir)
@@ -116,6 +121,7 @@ class KamailioRegistrar:
         self.downstream = downstream
         self.downstream_prefix = _check_token("downstream_prefix", downstream_prefix, "")
         self.hep = hep
+        self.user_oracle = user_oracle
         self.ready_timeout = ready_timeout
         self.config_path = self.workdir / "kamailio.cfg"
         self.db_dir = self.workdir / "db"
@@ -181,6 +187,8 @@ class KamailioRegistrar:
             hep_host, hep_port = self.hep
             _check_token("hep host", hep_host, ".-")
             params += ["#!define WITH_HEP", f'#!substdef "!SW_HEP!{hep_host}:{int(hep_port)}!g"']
+        if self.user_oracle:
+            params.append("#!define WITH_USER_ORACLE")
         first, _, rest = CONFIG_TEMPLATE.read_text().partition("\n")
         self.config_path.write_text(
             "\n".join([first, "# --- rendered by tests/peers/kamailio.py ---", *params, rest])

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from sipwarden.alerts.records import event_record, to_json_line
+from sipwarden.alerts.records import ban_record, event_record, to_json_line
 from sipwarden.config import Config
 from sipwarden.detect.registry import build_engine
 from sipwarden.detection_config import ban_settings, detection_settings
@@ -151,8 +151,11 @@ class _Sink:
         for ban in inspection.bans:
             self.manager.apply(ban)
         if self.out is not None:
+            # The same lines as the monitor's --json: events, then the bans they earned.
             for event in inspection.events:
                 self.out.write(to_json_line(event_record(event)) + "\n")
+            for ban in inspection.bans:
+                self.out.write(to_json_line(ban_record(ban)) + "\n")
             self.out.flush()
         if self.store is not None and inspection.events:
             try:

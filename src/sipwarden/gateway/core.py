@@ -34,7 +34,7 @@ from sipwarden.sip.checks import check_proxy_request
 from sipwarden.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipwarden.sip.message import Message, Request, Response
 from sipwarden.sip.parser import parse_message
-from sipwarden.sip.replies import make_response
+from sipwarden.sip.replies import REASON_PHRASES, make_response
 from sipwarden.sip.uri import SipUri
 
 from .hiding import HeaderRules, hide_sdp, replace_identity
@@ -55,6 +55,11 @@ log = logging.getLogger("sipwarden.gateway")
 _DIALOG_CREATING: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 # Requests a PBX answers differently for known and unknown accounts.
 _AUTHENTICATED: Final = frozenset({"REGISTER", "INVITE", "SUBSCRIBE", "MESSAGE", "REFER"})
+# Requests whose 404 the gateway equalises (uniform_auth_answers). OPTIONS too:
+# a PBX challenges an OPTIONS to a known user and answers 404 for an unknown
+# one, and `svwar -m OPTIONS` found extensions 100-102 of the test Kamailio
+# through the gateway that way (tests/gateway/test_attacks.py).
+_ENUMERABLE: Final = _AUTHENTICATED | {"OPTIONS"}
 
 
 class BanCheck(Protocol):
@@ -264,14 +269,31 @@ class GatewayCore:
         *,
         reason: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        now: float | None = None,
     ) -> Send:
         """A response of ours, sent to where the request came from (never to a Via a
-        sender wrote: that would make the gateway a reflector)."""
+        sender wrote: that would make the gateway a reflector).
+
+        With ``now`` (the engine saw the request) the engine sees the answer too.
+        """
         self.counters.replied += 1
         tag = self.signer.digest("tag", request.call_id or "", request.headers.get("from") or "")
         response = make_response(request, status, reason, to_tag=tag, headers=headers)
         replace_identity(response, self.settings.identity)
-        return Send(to, response.to_bytes())
+        data = response.to_bytes()
+        if now is not None:
+            self._inspect_answer(response, data, to, now)
+        return Send(to, data)
+
+    def _inspect_answer(self, response: Response, data: bytes, to: Endpoint, now: float) -> None:
+        """Our own final answer to a request the engine inspected, shown to the engine
+        as a monitor on the wire would see it. A final response ends the INVITE
+        transaction (RFC 3261 17.2.1): without it the engine would count every
+        INVITE refused here as a call still ringing, holding one of its account's
+        session slots until it expired (the RFC 4475 INVITEs of account "caller" that
+        the gateway refuses, baddate, escruri, ltgtruri, multi01, ..., got sdp01, a
+        valid one from the same account, answered 486)."""
+        self._inspect(response, data, (self.settings.outside, to), Direction.OUTBOUND, now)
 
     # ---------------------------------------------------------------- outside → PBX
 
@@ -283,7 +305,7 @@ class GatewayCore:
             self.counters.refused += 1
             self._inspect(request, data, (source, self.settings.outside), Direction.INBOUND, now)
             return self._unless_ack(
-                request, rejection.status, source, rejection.reason, rejection.headers
+                request, rejection.status, source, rejection.reason, rejection.headers, now=now
             )
         if self._is_loop(request):
             return self._unless_ack(request, 482, source)
@@ -292,17 +314,21 @@ class GatewayCore:
         )
         if verdict.action is Action.REJECT:
             self.counters.refused += 1
-            return self._unless_ack(request, verdict.status or 403, source, verdict.reason or None)
+            return self._unless_ack(
+                request, verdict.status or 403, source, verdict.reason or None, now=now
+            )
         if verdict.action is not Action.ALLOW:
             self.counters.refused += 1
             return []
         refusal = self._media_refusal(request)
         if refusal is not None:
             self.counters.refused += 1
-            return [Send(source, refusal)]
+            out = refusal.to_bytes()
+            self._inspect_answer(refusal, out, source, now)
+            return [Send(source, out)]
         return self._forward_inward(request, source, now)
 
-    def _media_refusal(self, request: Request) -> bytes | None:
+    def _media_refusal(self, request: Request) -> Response | None:
         """488 for a call whose SDP offers no SRTP, when the policy requires it."""
         if not self.settings.require_srtp:
             return None
@@ -311,7 +337,7 @@ class GatewayCore:
         if refusal is None:
             return None
         replace_identity(refusal, self.settings.identity)
-        return refusal.to_bytes()
+        return refusal
 
     def _unless_ack(
         self,
@@ -320,10 +346,12 @@ class GatewayCore:
         source: Endpoint,
         reason: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        *,
+        now: float | None = None,
     ) -> list[Send]:
         if request.method == "ACK":
             return []  # RFC 3261 17.2.1: an ACK gets no response
-        return [self._reply(request, status, source, reason=reason, headers=headers)]
+        return [self._reply(request, status, source, reason=reason, headers=headers, now=now)]
 
     def _is_loop(self, request: Request) -> bool:
         """Our own Via already in the request: it came back round (RFC 3261 16.3 step 4)."""
@@ -346,6 +374,13 @@ class GatewayCore:
         upstream = self._upstream_for(request, branch, upstream, aliased)
         _decrement_max_forwards(request)
         router.stamp_received(request, source)
+        # RFC 3261 16.2: a stateful proxy answers an INVITE with 100 at once,
+        # which also stops the phone's retransmissions over UDP. Built here,
+        # from the Vias as received (stamped, 18.2.1), before ours is pushed:
+        # built later, it carried our inside face's Via on top, which showed
+        # the outside the inside address and made a strict phone discard it
+        # (18.1.2); seen in the capture of tests/gateway/test_attacks.py.
+        trying = self._reply(request, 100, source) if method == "INVITE" and known is None else None
         router.alias_contacts(request, Side.INSIDE, phone=source, upstream=upstream)
         if method in _DIALOG_CREATING and not _has_to_tag(request):
             request.headers.insert_before("Record-Route", router.inside_record_route())
@@ -358,10 +393,8 @@ class GatewayCore:
         media = self._media_step(request, Side.INSIDE)
         sends = [Send(self.upstreams.endpoint(upstream), request.to_bytes(), media)]
         self.counters.forwarded += 1
-        if method == "INVITE" and known is None:
-            # RFC 3261 16.2: a stateful proxy answers an INVITE with 100 at once,
-            # which also stops the phone's retransmissions over UDP.
-            sends.insert(0, self._reply(request, 100, source))
+        if trying is not None:
+            sends.insert(0, trying)
         return sends
 
     def _upstream_for(self, request: Request, branch: str, routed: int, aliased: int) -> int:
@@ -427,7 +460,7 @@ class GatewayCore:
     ) -> None:
         """A 404 for an unknown account looks like the answer a known one gets, so
         the PBX cannot be used to enumerate extensions (svwar's oracle)."""
-        if response.status != 404 or method not in _AUTHENTICATED:
+        if response.status != 404 or method not in _ENUMERABLE:
             return
         if transaction.had_credentials:
             response.status, response.reason = 403, "Forbidden"
@@ -558,5 +591,12 @@ def _has_to_tag(request: Request) -> bool:
 
 
 def _reason_of(error: RemoteProtocolError) -> str:
-    # The reason phrase names the rule broken, without echoing attacker bytes.
-    return f"Bad Request ({error.rule})"[:120]
+    # The reason phrase names the rule broken, without echoing attacker bytes;
+    # it starts with the status's own phrase (RFC 4475 badvers: 505 is "Version
+    # Not Supported", RFC 3261 21.5.26, not "Bad Request").
+    phrase = _ERROR_PHRASES.get(error.status_hint, REASON_PHRASES.get(error.status_hint))
+    return f"{phrase or 'Bad Request'} ({error.rule})"[:120]
+
+
+# Statuses a parse error hints that sip.replies has no phrase for.
+_ERROR_PHRASES: Final = {505: "Version Not Supported"}
