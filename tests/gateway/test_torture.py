@@ -34,6 +34,7 @@ interface and nothing else, and no packet can leave the host.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import os
@@ -89,25 +90,15 @@ def answer(status: int) -> Outcome:
     return Outcome(answers=(status,))
 
 
-# Why the README's answer to a broken start line is not given on a stream yet.
-NO_ANSWER_ON_STREAMS: Final = (
-    "server.py's _Stream hands a head that fails the strict parse to "
-    "GatewayCore.stream_error, which reports it and cannot answer: the connection "
-    "is closed without the README's answer (over UDP it is given)"
-)
-
-
-# Why a stream that breaks leaves no malformed-message event yet.
-NO_EVENT_FOR_BROKEN_STREAMS: Final = (
-    "GatewayCore.stream_error inspects an observation without bytes (server.py hands "
-    "it none), which the malformed detector takes for a keep-alive: nothing is recorded"
-)
+def answer_and_close(status: int) -> Outcome:
+    """On a stream: the README's answer on the connection, then it is closed (the
+    framing is lost, RFC 3261 18.3)."""
+    return Outcome(answers=(status,), closed=True)
 
 
 class Expect(NamedTuple):
     datagram: Outcome
     stream: Outcome | None = None  # None: the same as for a datagram
-    gap: str = ""  # on a stream the gateway does not do this yet (it closes): why
 
     def over(self, transport: str) -> Outcome:
         return self.stream if transport != "udp" and self.stream is not None else self.datagram
@@ -115,7 +106,7 @@ class Expect(NamedTuple):
     @property
     def breaks_streams(self) -> bool:
         """On a stream its head fails the strict parse: the connection is closed."""
-        return bool(self.gap) or (self.stream is not None and self.stream.closed)
+        return self.stream is not None and self.stream.closed
 
 
 GATEWAY: Final[dict[str, Expect]] = {
@@ -144,21 +135,21 @@ GATEWAY: Final[dict[str, Expect]] = {
     # Content-Length 9999 and a short body: on a stream the rest is still to come.
     "clerr": Expect(answer(400), stream=WAITING),
     # Content-Length -999: a stream cannot be framed (RFC 3261 18.3).
-    "ncl": Expect(answer(400), stream=CLOSED),
+    "ncl": Expect(answer(400), stream=answer_and_close(400)),
     "scalar02": Expect(answer(400)),
     "scalarlg": Expect(DROP),  # a response
     "quotbal": Expect(answer(400)),
     "ltgtruri": Expect(answer(400)),
-    "lwsruri": Expect(answer(400), gap=NO_ANSWER_ON_STREAMS),
-    "lwsstart": Expect(answer(400), gap=NO_ANSWER_ON_STREAMS),
-    "trws": Expect(answer(400), gap=NO_ANSWER_ON_STREAMS),
+    "lwsruri": Expect(answer(400), stream=answer_and_close(400)),
+    "lwsstart": Expect(answer(400), stream=answer_and_close(400)),
+    "trws": Expect(answer(400), stream=answer_and_close(400)),
     "escruri": Expect(answer(400)),
     "baddate": Expect(answer(400)),
     "regbadct": Expect(answer(400)),
     "badaspec": Expect(answer(400)),
     # The file has no empty line after its headers: on a stream the head is incomplete.
     "baddn": Expect(answer(400), stream=WAITING),
-    "badvers": Expect(answer(505), gap=NO_ANSWER_ON_STREAMS),
+    "badvers": Expect(answer(505), stream=answer_and_close(505)),
     "mismatch01": Expect(answer(400)),
     "mismatch02": Expect(answer(400)),
     # A response; on a stream its broken status line ends the framing.
@@ -176,7 +167,7 @@ GATEWAY: Final[dict[str, Expect]] = {
     "regaut01": Expect(FORWARD),
     "multi01": Expect(answer(400)),
     # Two Content-Lengths: on a stream the framing is undecidable.
-    "mcl01": Expect(answer(400), stream=CLOSED),
+    "mcl01": Expect(answer(400), stream=answer_and_close(400)),
     "bcast": Expect(DROP),  # "bcast: the response is not forwarded"
     "zeromf": Expect(answer(483)),  # "zeromf: 483 (a proxy does not forward Max-Forwards 0)"
     "cparam01": Expect(FORWARD),
@@ -185,7 +176,9 @@ GATEWAY: Final[dict[str, Expect]] = {
     "sdp01": Expect(FORWARD_INVITE),
     # -- 3.4 backward compatibility: "inv2543 ... forwards". It has no Content-Length,
     # which a stream needs to frame it (RFC 3261 18.3, 20.14).
-    "inv2543": Expect(FORWARD_INVITE, stream=CLOSED),
+    "inv2543": Expect(
+        FORWARD_INVITE, stream=answer_and_close(400)
+    ),  # no Content-Length on a stream (18.3)
 }
 NAMES: Final = sorted(GATEWAY)
 
@@ -345,8 +338,10 @@ def through_stream(gateway: GatewayCore, data: bytes, chunk: int) -> StreamRun:
     sends: list[Send] = []
     framed: dict[str, bytes] = {}
     closed = False
+    fed = 0
     try:
         for start in range(0, len(data), chunk):
+            fed = start + chunk
             parser.feed(data[start : start + chunk])
             while (event := parser.next_event()) is not None:
                 if isinstance(event, KeepAlive):
@@ -354,27 +349,19 @@ def through_stream(gateway: GatewayCore, data: bytes, chunk: int) -> StreamRun:
                 framed[event.call_id or ""] = event.to_bytes()
                 sends += gateway.receive_message(event, TCP_PHONE, NOW)
     except RemoteProtocolError as error:
-        gateway.stream_error(error, TCP_PHONE, NOW)
+        # As server.py: the bytes the parser still held go with the error.
+        broken = data[:fed][-parser.buffered :] if parser.buffered else b""
+        sends += gateway.stream_error(error, TCP_PHONE, NOW, broken)
+        with contextlib.suppress(RemoteProtocolError):  # what the answers were made from
+            framed[parse_message(broken, strict=False).call_id or ""] = broken
         closed = True  # RFC 3261 18.3: the framing is lost, server.py closes
     found = outcome_of(sends, TCP_PHONE)
     waiting = not closed and parser.buffered > 0
     return StreamRun(found._replace(closed=closed, waiting=waiting), sends, framed)
 
 
-def stream_cases() -> list[object]:
-    return [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=expect.gap),
-        )
-        if expect.gap
-        else name
-        for name, expect in GATEWAY.items()
-    ]
-
-
 @pytest.mark.parametrize("chunk", [0, 1], ids=["whole", "bytewise"])
-@pytest.mark.parametrize("name", stream_cases())
+@pytest.mark.parametrize("name", list(GATEWAY))
 def test_each_message_over_a_stream_is_framed_and_handled_as_the_readme_says(
     name: str, chunk: int
 ) -> None:
@@ -395,19 +382,7 @@ def test_each_message_over_a_stream_is_framed_and_handled_as_the_readme_says(
         assert TCP_PHONE.host in malformed_sources(reports)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, raises=AssertionError, reason=NO_EVENT_FOR_BROKEN_STREAMS
-            ),
-        )
-        for name in sorted(INVALID)
-        if GATEWAY[name].breaks_streams
-    ],
-)
+@pytest.mark.parametrize("name", [name for name in sorted(INVALID) if GATEWAY[name].breaks_streams])
 def test_an_invalid_message_that_breaks_a_stream_records_a_malformed_event(name: str) -> None:
     reports: list[Inspection] = []
     gateway = core(report=reports.append)
@@ -778,8 +753,6 @@ def test_the_real_gateway_answers_all_49_as_the_readme_says_and_keeps_answering(
         own = phone.statuses[: len(expected.answers)] if forwarded else phone.statuses
         got[name] = Outcome(tuple(own), len(forwarded), phone.closed)
         wanted[name] = expected._replace(waiting=False)
-        if expect.gap and transport != "udp" and got[name] == CLOSED:
-            wanted[name] = CLOSED  # the known gap, see NO_ANSWER_ON_STREAMS
         sent = originals(load(name)) if forwarded else {}
         for raw in forwarded:
             call_id = parse_message(raw).call_id or ""
@@ -800,6 +773,6 @@ def test_the_real_gateway_answers_all_49_as_the_readme_says_and_keeps_answering(
     }
     for name in INVALID:
         expect = GATEWAY[name]
-        if transport != "udp" and (expect.over(transport).waiting or expect.breaks_streams):
-            continue  # nothing complete to record yet, or NO_EVENT_FOR_BROKEN_STREAMS
+        if transport != "udp" and expect.over(transport).waiting:
+            continue  # nothing complete to record yet
         assert run.phones[name].host in malformed, name

@@ -174,11 +174,20 @@ class GatewayCore:
         user = uri.user if isinstance(uri, SipUri) else None
         return user is not None and account_allowed(peercert, user)
 
-    def stream_error(self, error: RemoteProtocolError, source: Endpoint, now: float) -> None:
-        """A stream whose framing broke: reported to the engine (the caller closes it)."""
-        self.counters.malformed += 1
-        if self.side_of(source) is Side.OUTSIDE:
-            self._inspect(None, b"", (source, self.settings.outside), Direction.INBOUND, now, error)
+    def stream_error(
+        self, error: RemoteProtocolError, source: Endpoint, now: float, data: bytes = b""
+    ) -> list[Send]:
+        """A stream whose framing broke, with the bytes that broke it: reported to the
+        engine and, for a request, answered (400, 505, ...) as over a datagram, on the
+        connection before the caller closes it (RFC 3261 18.3)."""
+        side = self.side_of(source)
+        if not data:
+            self.counters.malformed += 1
+            if side is Side.OUTSIDE:
+                outside = self.settings.outside
+                self._inspect(None, b"", (source, outside), Direction.INBOUND, now, error)
+            return []
+        return self._malformed(data, error, source, side, now)
 
     def _dispatch(
         self, message: Message, data: bytes, source: Endpoint, side: Side, now: float

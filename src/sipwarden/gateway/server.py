@@ -63,6 +63,7 @@ class _Stream(asyncio.Protocol):
         self.server = server
         self.name = transport_name
         self.parser = StreamParser(strict=True, limits=server.core.limits)
+        self._recent = bytearray()  # the last bytes received, to answer a broken message
         self.transport: asyncio.Transport | None = None
         self.peer: Endpoint | None = None
         self.peercert: dict[str, object] | None = None
@@ -80,6 +81,8 @@ class _Stream(asyncio.Protocol):
         assert self.peer is not None
         self.last_seen = time.monotonic()
         now = time.time()
+        self._recent += data
+        del self._recent[: -self.server.core.limits.max_message_size]  # bounded
         try:
             self.parser.feed(data)
             while (event := self.parser.next_event()) is not None:
@@ -92,9 +95,11 @@ class _Stream(asyncio.Protocol):
                 )
         except RemoteProtocolError as error:
             # RFC 3261 18.3: the framing is lost; the connection cannot go on.
-            self.server.core.stream_error(error, self.peer, now)
+            # The bytes the parser still held are the message that broke it.
+            broken = bytes(self._recent[-self.parser.buffered :]) if self.parser.buffered else b""
+            self.server.dispatch(self.server.core.stream_error(error, self.peer, now, broken))
             if self.transport is not None:
-                self.transport.close()
+                self.transport.close()  # after the answer: close() flushes the buffer first
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None:
@@ -272,6 +277,13 @@ class GatewayServer:
         stream = self._streams.get(send.to)
         if stream is not None:
             stream.send(send.data)
+            return
+        if self.core.upstreams.index_of(send.to) < 0:
+            # Connections go out only to the PBX: an answer for a phone whose
+            # connection is gone is dropped (a phone behind NAT could not accept
+            # one anyway, RFC 5626), and no outsider can make the gateway connect
+            # to an address of its choosing.
+            log.debug("no connection to %s:%s; dropped", send.to.transport, send.to.hostport)
             return
         self._spawn(self._connect_and_send(send))
 
