@@ -191,7 +191,7 @@ RETRANSMISSIONS: Final = {"cparam02": "cparam01", "regescrt": "escnull"}
 # own added, the client's stamped), Max-Forwards, Record-Route; the gateway also
 # aliases Contact (NAT traversal) and recomputes Content-Length.
 PROXY_HEADERS: Final = frozenset(
-    {"via", "max-forwards", "record-route", "contact", "content-length"}
+    {"via", "max-forwards", "record-route", "route", "contact", "content-length"}
 )
 STRIPPED: Final = HeaderRules(GatewaySettings(outside=PBX, inside=PBX, upstreams=()).strip_inbound)
 
@@ -290,6 +290,8 @@ def check_forwarded(
     if original.method == "INVITE" and (original.to is None or original.to.tag is None):
         assert "swr=in" in forwarded.headers.values("record-route")[0]  # 16.6 step 4
     assert kept_fields(forwarded) == kept_fields(original)
+    # A Route an outsider preloaded is not honoured: the PBX must not relay for it.
+    assert forwarded.headers.values("route") == []
     assert forwarded.body == original.body
     assert forwarded.content_length == len(forwarded.body)
 
@@ -429,6 +431,8 @@ def test_valid_responses_are_forwarded_when_they_answer_a_request_of_the_pbx(nam
         "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKpbx-torture;rport"
     ]
     assert kept_fields(forwarded) == kept_fields(original)
+    # A Route an outsider preloaded is not honoured: the PBX must not relay for it.
+    assert forwarded.headers.values("route") == []
     assert forwarded.body == original.body
 
 

@@ -319,7 +319,12 @@ class Router:
 
     def pop_route(self, request: Request, arriving_from: Side) -> int:
         """Remove our own top Route entry; unfold the hidden ones. Returns the upstream index
-        the entry named (-1 when none)."""
+        the entry named (-1 when none).
+
+        From the outside, only the route set sealed in our entry is kept: any other
+        Route an outsider wrote (a preloaded route, RFC 3261 8.1.2) is removed, so
+        nobody can use the PBX to relay a request to a host of their choosing.
+        """
         routes = request.headers.values("route")
         if not routes:
             return -1
@@ -328,9 +333,9 @@ class Router:
                 set_list(request, "Route", routes[1:])
             return -1
         fields = self._outside_entry(routes[0])
+        set_list(request, "Route", list(fields[1:]) if fields is not None else [])
         if fields is None:
             return -1
-        set_list(request, "Route", [*fields[1:], *routes[1:]])
         return int(fields[0]) if fields[0].lstrip("-").isdigit() else -1
 
 
