@@ -37,6 +37,7 @@ from sipwarden.sip.parser import parse_message
 from sipwarden.sip.replies import REASON_PHRASES, make_response
 from sipwarden.sip.uri import SipUri
 
+from .challenges import ChallengeMimic
 from .hiding import HeaderRules, hide_sdp, replace_identity
 from .media_policy import srtp_verdict
 from .model import Endpoint, GatewaySettings, MediaStep, Send, Side
@@ -105,7 +106,7 @@ class GatewayCore:
         self.counters = Counters()
         self._strip_out = HeaderRules(settings.strip_outbound)
         self._strip_in = HeaderRules(settings.strip_inbound)
-        self._realm = settings.outside.host  # replaced by the PBX's own realm once seen
+        self._challenges = ChallengeMimic(signer, realm=settings.outside.host)
 
     # ---------------------------------------------------------------- entry points
 
@@ -433,7 +434,7 @@ class GatewayCore:
         destination = self._reply_destination(response, transaction)
         if destination is None:
             return []
-        self._learn_realm(response)
+        self._learn_challenge(response)
         if transaction is not None and self.settings.uniform_auth_answers:
             self._uniform_auth(response, transaction, cseq.method if cseq else "", now)
         upstream = (
@@ -458,11 +459,13 @@ class GatewayCore:
         top = response.top_via  # the transaction was forgotten: route by Via (stateless)
         return endpoint_of_via(top) if top is not None else None
 
-    def _learn_realm(self, response: Response) -> None:
+    def _learn_challenge(self, response: Response) -> None:
+        """Remember the PBX's challenges: the unknown accounts' answers copy them."""
         if response.status in (401, 407):
-            challenges = response.www_authenticate or response.proxy_authenticate
-            if challenges and challenges[0].realm:
-                self._realm = challenges[0].realm
+            header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+            value = response.headers.get(header.lower())
+            if value is not None:
+                self._challenges.learn(header, response.reason, value)
 
     def _uniform_auth(
         self, response: Response, transaction: Transaction, method: str, now: float
@@ -474,15 +477,14 @@ class GatewayCore:
         if transaction.had_credentials:
             response.status, response.reason = 403, "Forbidden"
             return
-        header = "WWW-Authenticate" if method == "REGISTER" else "Proxy-Authenticate"
-        response.status = 401 if method == "REGISTER" else 407
-        response.reason = (
-            "Unauthorized" if method == "REGISTER" else "Proxy Authentication Required"
-        )
-        nonce = self.signer.digest("nonce", str(int(now // 300)), size=16)
-        response.headers.add(
-            header, f'Digest realm="{self._realm}", nonce="{nonce}", algorithm=MD5, qop="auth"'
-        )
+        register = method == "REGISTER"
+        header = "WWW-Authenticate" if register else "Proxy-Authenticate"
+        seed = f"{response.call_id}|{response.headers.get('cseq')}|{now}"
+        reason, value = self._challenges.challenge(header, seed)
+        response.status, response.reason = (401 if register else 407), reason
+        # Before Content-Length, where a PBX writes it (to_bytes appends that again).
+        response.headers.remove("Content-Length")
+        response.headers.add(header, value)
 
     # ---------------------------------------------------------------- PBX → outside
 
