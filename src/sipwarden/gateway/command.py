@@ -300,6 +300,7 @@ def _reload(server: GatewayServer, rebuilt: Callable[[], GatewayCore | None]) ->
         log.warning("SIGHUP ignored: no configuration file to reload")
         return
     core.transactions = server.core.transactions
+    core.pinholes = server.core.pinholes
     core.counters = server.core.counters
     server.core = core
     log.info("configuration reloaded")

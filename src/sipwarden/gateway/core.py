@@ -41,6 +41,7 @@ from .challenges import ChallengeMimic
 from .hiding import HeaderRules, hide_sdp, replace_identity
 from .media_policy import srtp_verdict
 from .model import Endpoint, GatewaySettings, MediaStep, Send, Side
+from .pinholes import Pinholes
 from .routing import BRANCH_PREFIX, Router, endpoint_of_via, literal_endpoint, set_list
 from .screening import RateLimiter, is_bogon
 from .tls import account_allowed
@@ -103,6 +104,7 @@ class GatewayCore:
         self.router = Router(inside=settings.inside, outside=settings.outside, signer=signer)
         self.upstreams = Upstreams(settings.upstreams, interval=settings.health_check_interval)
         self.transactions = TransactionTable()
+        self.pinholes = Pinholes()
         self.counters = Counters()
         self._strip_out = HeaderRules(settings.strip_outbound)
         self._strip_in = HeaderRules(settings.strip_inbound)
@@ -111,10 +113,11 @@ class GatewayCore:
     # ---------------------------------------------------------------- entry points
 
     def tick(self, now: float) -> list[Send]:
-        """Health probes due at ``now``; call it every second or so."""
-        return self.upstreams.probes(
+        """Health probes and NAT keep-alives due at ``now``; call it every second or so."""
+        probes = self.upstreams.probes(
             now, via_host=self.settings.inside.hostport, transport=self.settings.inside.transport
         )
+        return probes + self.pinholes.due(now)
 
     def side_of(self, source: Endpoint) -> Side:
         """INSIDE for an upstream's own address and port, OUTSIDE for anything else.
@@ -435,6 +438,9 @@ class GatewayCore:
         if destination is None:
             return []
         self._learn_challenge(response)
+        method = cseq.method if cseq else ""
+        if method == "REGISTER" and 200 <= response.status < 300:
+            self.pinholes.registered(destination, response, now)
         if transaction is not None and self.settings.uniform_auth_answers:
             self._uniform_auth(response, transaction, cseq.method if cseq else "", now)
         upstream = (
