@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -35,6 +36,22 @@ class PeerError(AssertionError):
     An ``AssertionError`` so pytest reports it as a test failure; the message
     carries the tail of the peer's log.
     """
+
+
+class StartedPeer:
+    """``with peer:`` starts a real peer and stops it, whatever happens inside."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def require_tool(name: str, install: str) -> str:

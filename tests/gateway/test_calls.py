@@ -47,7 +47,9 @@ def gateway_process(
     *,
     workers: int = 1,
     key: Path | None = None,
+    extra: str = "",
 ) -> LiveMonitor:
+    """The real gateway in front of ``pbx``; ``extra`` is appended to its configuration."""
     return LiveMonitor(
         tmp_path / "gateway",
         ports=[port],
@@ -61,7 +63,7 @@ def gateway_process(
             'identity = "Avaya CM"\n'
             # Loopback is a bogon: the phones of this test come from it.
             "bogon_check = false\n"
-            f"workers = {workers}\n"
+            f"workers = {workers}\n" + extra
         ),
     )
 

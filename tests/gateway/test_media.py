@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.test_calls import Address
-from monitor.live_support import LiveMonitor
+from gateway.test_calls import Address, gateway_process
 from peers import BENIGN_USERS, KamailioRegistrar, Sipp
 from peers.capture import SipPacket, capture, read_sip
 from peers.rtpengine import Rtpengine
@@ -37,17 +36,11 @@ def test_the_outside_sees_only_rtpengines_media_address(
     with (
         runner.uas() as uas,
         KamailioRegistrar(tmp_path / "kamailio", users, downstream=(uas.host, uas.port)) as pbx,
-        LiveMonitor(
-            tmp_path / "gateway",
-            ports=[port],
-            source=(),
-            command="gateway",
-            extra_config=(
-                f'\n[gateway]\nlisten = ["udp:127.0.0.1:{port}"]\n'
-                f'upstreams = ["udp:{pbx.host}:{pbx.port}"]\n'
-                f'secret_file = "{tmp_path / "gateway.key"}"\nbogon_check = false\n'
-                f'\n[gateway.media]\nrtpengine = "{rtpengine_daemon.ng_address}"\n'
-            ),
+        gateway_process(
+            tmp_path,
+            port,
+            pbx,
+            extra=f'\n[gateway.media]\nrtpengine = "{rtpengine_daemon.ng_address}"\n',
         ) as gateway,
         capture(
             tmp_path, bpf=f"udp port {port} and not udp port {pbx.port}", name="outside.pcap"

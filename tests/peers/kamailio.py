@@ -20,10 +20,9 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
-from support import PeerError, free_port, require_tool, stop_process, tail
+from support import PeerError, StartedPeer, free_port, require_tool, stop_process, tail
 
 __all__ = ["CONFIG_TEMPLATE", "INSTALL_KAMAILIO", "KamailioRegistrar", "kamailio_binary"]
 
@@ -75,7 +74,7 @@ def _options_probe(host: str, port: int, local_port: int) -> bytes:
     ).encode()
 
 
-class KamailioRegistrar:
+class KamailioRegistrar(StartedPeer):
     """A Kamailio registrar with digest authentication and a stateful proxy.
 
     ``users`` maps user names to plain-text passwords (``{"100": "s3cret-100"}``).
@@ -239,17 +238,6 @@ class KamailioRegistrar:
     def stop(self) -> None:
         """Stop Kamailio and all its children (the whole process group)."""
         self._terminate()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def options(self, timeout: float = 1.0, *, transport: str = "udp") -> bytes:
         """Send one OPTIONS to the proxy over UDP or TCP; return the raw answer."""

@@ -17,19 +17,18 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
 import pytest
 
-from support import PeerError, free_port, require_tool, stop_process, tail
+from support import PeerError, StartedPeer, free_port, require_tool, stop_process, tail
 
 __all__ = ["INSTALL_REDIS", "RedisServer", "redis_server"]
 
 INSTALL_REDIS: Final = "apt-get install redis-server"
 
 
-class RedisServer:
+class RedisServer(StartedPeer):
     """One ``redis-server`` process; use as a context manager or call :meth:`start`/:meth:`stop`.
 
     ``password`` sets ``requirepass`` (then :attr:`url` carries it). The port
@@ -156,17 +155,6 @@ class RedisServer:
             reply = s.recv(64)
             return reply.startswith((b"+PONG", b"-NOAUTH"))
         return False
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ import socket
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Final, Self
 
 from sipwarden.errors import RemoteProtocolError
@@ -68,7 +68,7 @@ from sipwarden.sip.digest import (
 from sipwarden.sip.message import Message, Request
 from sipwarden.sip.parser import parse_message
 from sipwarden.sip.uri import NameAddr, SipUri
-from support import PeerError
+from support import PeerError, StartedPeer
 
 __all__ = ["ALLOW", "DEFAULT_USERS", "REALM", "SERVER", "LabResponder"]
 
@@ -102,7 +102,7 @@ _MAX_NONCES: Final = 4096
 _RECV_TIMEOUT: Final = 0.05  # how quickly the serving thread notices stop()
 
 
-class LabResponder:
+class LabResponder(StartedPeer):
     """A UDP SIP responder on ``host``:``port`` for tests; see the module docstring.
 
     ``users`` maps the known user names to their passwords
@@ -182,17 +182,6 @@ class LabResponder:
         if self._error is not None:
             error, self._error = self._error, None
             raise PeerError(f"lab responder crashed: {error!r}") from error
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:

@@ -28,12 +28,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
 import pytest
 
-from support import PeerError, free_port, require_tool, stop_process, tail
+from support import PeerError, StartedPeer, free_port, require_tool, stop_process, tail
 
 __all__ = ["INSTALL_RTPENGINE", "Rtpengine", "rtpengine_daemon"]
 
@@ -47,7 +46,7 @@ _PORT_FLOOR: Final = 20_000
 _PORT_CEILING: Final = 32_000
 
 
-class Rtpengine:
+class Rtpengine(StartedPeer):
     """One ``rtpengine`` process; a context manager, or :meth:`start` / :meth:`stop`.
 
     ``ng_address`` is its control address in the configuration's form
@@ -175,17 +174,6 @@ class Rtpengine:
                 reply = sock.recv(4096)
                 return reply == cookie + b" d6:result4:ponge"
         return False
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @pytest.fixture

@@ -36,10 +36,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Protocol, Self
 
-from support import PeerError, free_port, require_tool, stop_process, tail
+from support import PeerError, StartedPeer, free_port, require_tool, stop_process, tail
 
 __all__ = [
     "INSTALL_SIPP",
@@ -421,7 +420,7 @@ class Sipp:
         return SippUas(self, scenario=scenario, port=port)
 
 
-class SippUas:
+class SippUas(StartedPeer):
     """A SIPp server scenario running in the background on ``host``:``port``.
 
     ``with sipp.uas() as uas: ...`` starts it and stops it on exit; the result
@@ -518,17 +517,6 @@ class SippUas:
             rundir=self.rundir,
         )
         return self.result
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _udp_port_bound(host: str, port: int) -> bool:
