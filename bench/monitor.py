@@ -19,6 +19,8 @@ noisy, so every figure is also a ratio against tshark measured in this run):
   -> ``sipwarden_pps``. The pipeline is also timed in stages, each in its
   own process, counting only its loop: read+decode, + parse, + engine; the
   time the cyclic garbage collector took in the full pass is reported too.
+  Every pass sets the garbage-collector thresholds the ``sipwarden`` command
+  sets (:func:`sipwarden.runtime.tune_garbage_collector`).
 * memory: the maximum resident set (``ru_maxrss`` of the process) of the
   full pipeline on prefixes of 1/4, 1/2 and all of the capture: flat means
   the state is bounded, growing means something keeps per-message state.
@@ -121,6 +123,7 @@ from sipwarden.monitor.sources import (
 )
 from sipwarden.net.packet import PacketDecoder
 from sipwarden.net.pcap import open_capture
+from sipwarden.runtime import tune_garbage_collector
 from sipwarden.sip.message import Response
 
 # Bump when the scenarios change (the SIPp recording) or the scale-up does (the capture).
@@ -994,6 +997,8 @@ class GcClock:
 
 def child(args: argparse.Namespace) -> None:
     """One measured pass; writes its figures as JSON to ``args.result``."""
+    # The collector settings of the `sipwarden` command, so the pass measures what it runs.
+    tune_garbage_collector()
     path = Path(args.capture)
     limit: int | None = args.limit or None
     detectors, used, missing = load_detectors()
@@ -1260,6 +1265,7 @@ def _stage(room: str) -> str:
 
 def profile(path: Path, limit: int, top: int) -> dict[str, float]:
     """cProfile the full pipeline on ``limit`` messages; print the top costs per stage."""
+    tune_garbage_collector()  # as in the measured passes
     detectors, _, _ = load_detectors()
     engine = Engine(detectors)
     tally = Tally()

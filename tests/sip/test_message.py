@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from sipwarden.errors import LocalProtocolError, RemoteProtocolError
@@ -9,6 +11,7 @@ from sipwarden.sip.headers import Headers
 from sipwarden.sip.message import Defect, Message, Request, Response
 from sipwarden.sip.parser import parse_message
 from sipwarden.sip.uri import SipUri
+from support import shared_path
 
 BODY = b"v=0\r\no=alice 2890844526 2890844526 IN IP4 pc33.example.com\r\ns=-\r\n"
 
@@ -299,6 +302,44 @@ def test_collect_defects_is_idempotent() -> None:
     message = parse_message(LENIENT_RECOVERABLE, strict=False)
     first = list(message.collect_defects())
     assert message.collect_defects() == first
+
+
+def _read_every_view(message: Message) -> None:
+    # What the detectors before the malformed one do: read views leniently.
+    for view in (
+        "via", "from_", "to", "call_id", "cseq", "contact", "max_forwards", "content_length",
+        "content_type", "route", "record_route", "expires", "diversion", "history_info",
+        "supported", "require", "proxy_require", "authorization", "proxy_authorization",
+        "www_authenticate", "proxy_authenticate",
+    ):  # fmt: skip
+        with contextlib.suppress(RemoteProtocolError):
+            getattr(message, view)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [LENIENT_RECOVERABLE, INVITE, RESPONSE]
+    + [path.read_bytes() for path in sorted(shared_path("testdata", "rfc4475").glob("*.dat"))],
+)
+def test_collect_defects_does_not_depend_on_the_views_read_before(data: bytes) -> None:
+    # The full check keeps the lenient views that strictness cannot change
+    # and parses valid addresses once for both: the defects must be exactly
+    # those of a message nobody read before.
+    try:
+        fresh = parse_message(data, strict=False)
+        read = parse_message(data, strict=False)
+    except RemoteProtocolError:
+        return  # not even framed: there is no message to check
+    _read_every_view(read)
+    assert read.collect_defects() == fresh.collect_defects()
+    _read_every_view(read)  # and the views read afterwards are the fresh message's
+    _read_every_view(fresh)
+    for view in ("from_", "to", "contact", "route", "record_route"):
+        try:
+            expected = repr(getattr(fresh, view))
+        except RemoteProtocolError:
+            continue
+        assert repr(getattr(read, view)) == expected
 
 
 def test_defect_from_error() -> None:

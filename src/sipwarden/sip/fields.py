@@ -273,7 +273,16 @@ _LENIENT_ADDRESSES: Memo[NameAddr] = Memo(lambda text: parse_name_addr(text, str
 
 
 def _address(text: str, strict: bool) -> NameAddr:
-    return _STRICT_ADDRESSES(text) if strict else _LENIENT_ADDRESSES(text)
+    if strict:
+        return _STRICT_ADDRESSES(text)
+    # Lenient parsing only accepts more, and gives the strict result for a
+    # valid value: trying strict first parses a valid value once for both the
+    # detectors' lenient reads and the malformed detector's full check (which
+    # then finds it in the strict memo). Only invalid values are parsed twice.
+    try:
+        return _STRICT_ADDRESSES(text)
+    except RemoteProtocolError:
+        return _LENIENT_ADDRESSES(text)
 
 
 def _single_address(headers: Headers, key: str, name: str) -> NameAddr | None:
@@ -567,6 +576,23 @@ _TYPED_VIEWS: tuple[tuple[str, Callable[[Headers], object]], ...] = (
     ("www-authenticate", parse_www_authenticate),
     ("proxy-authenticate", parse_proxy_authenticate),
 )
+# The typed views whose parse reads ``headers.strict`` (name-addrs, URIs and
+# Digest fields): a lenient one may have recovered what the strict grammar rejects.
+_STRICTNESS_DEPENDENT_VIEWS: frozenset[str] = frozenset(
+    {
+        "from",
+        "to",
+        "contact",
+        "route",
+        "record-route",
+        "diversion",
+        "history-info",
+        "authorization",
+        "proxy-authorization",
+        "www-authenticate",
+        "proxy-authenticate",
+    }
+)
 _OTHER_CHECKS: tuple[Callable[[Message], None], ...] = (
     _check_cseq_method,
     _check_date,
@@ -587,7 +613,10 @@ def message_errors(message: Message) -> Iterator[RemoteProtocolError]:
         yield from _errors_of(message)
         return
     headers.strict = True
-    headers.clear_cache()
+    # Only the views whose parse depends on ``headers.strict`` (addresses,
+    # URIs, Digest fields) may differ: the others were parsed by the same code
+    # either way and are kept, so the detectors' reads are not parsed twice.
+    headers.forget(_STRICTNESS_DEPENDENT_VIEWS)
     try:
         yield from _errors_of(message)
     finally:

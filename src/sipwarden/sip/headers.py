@@ -422,6 +422,12 @@ class Headers:
         """Drop every typed view (they are parsed again on next access)."""
         self._cache.clear()
 
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop the typed views of ``keys`` (parsed again on next access); keep the others."""
+        cache = self._cache
+        for key in keys:
+            cache.pop(key, None)
+
     def _changed(self) -> None:
         self._cache.clear()
         self.edited = True
