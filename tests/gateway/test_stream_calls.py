@@ -17,6 +17,7 @@ from monitor.live_support import LiveMonitor
 from peers import BENIGN_USERS, KamailioRegistrar, Sipp
 from peers.certs import CertFiles
 from peers.sipp import LOCAL_PORT
+from peers.tls_phone import TlsPhone
 from sipwarden.sip.message import Response
 from sipwarden.sip.parser import StreamParser
 from support import free_port
@@ -136,3 +137,35 @@ def test_mutual_tls_binds_the_account_to_the_certificate(
         )
         assert register_over_tls(port, foreign, "100") is None
         assert not any("Traceback" in line for line in gateway.problems())
+
+
+def test_calls_over_mutual_tls_go_through_and_the_pbx_stays_hidden(
+    tmp_path: Path, test_certs: CertFiles
+) -> None:
+    """SIPp has no TLS here: the phone is tests/peers/tls_phone.py, with the client
+    certificate of account 100, placing calls through the gateway to Kamailio."""
+    tls_config = (
+        "\n[gateway.tls]\n"
+        f'cert_file = "{test_certs.server_cert}"\nkey_file = "{test_certs.server_key}"\n'
+        f'ca_file = "{test_certs.ca}"\n'
+        "require_client_cert = true\nbind_account_to_subject = true\n"
+    )
+    users = BENIGN_USERS
+    runner = Sipp(tmp_path / "sipp")
+    port = free_port()
+    context = ssl.create_default_context(cafile=str(test_certs.ca))
+    context.load_cert_chain(str(test_certs.client_cert), str(test_certs.client_key))
+    with (
+        runner.uas() as uas,
+        KamailioRegistrar(tmp_path / "kamailio", users, downstream=(uas.host, uas.port)) as pbx,
+        stream_gateway(tmp_path, [f"tls:127.0.0.1:{port}"], pbx, tls_config) as gateway,
+        TlsPhone("127.0.0.1", port, context, "100", users["100"]) as phone,
+    ):
+        assert phone.register() == 200
+        assert [phone.call("9001") for _ in range(3)] == [200, 200, 200]
+        problems = gateway.problems()
+        pbx_address = f"{pbx.host}:{pbx.port}"
+    uas.stop().expect(successful=3)
+    assert not any("Traceback" in line for line in problems)
+    assert len(phone.received) >= 10
+    assert not [data for data in phone.received if revealing(data, pbx_address)]

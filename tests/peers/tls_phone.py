@@ -1,0 +1,182 @@
+"""A SIP phone over TLS, for the calls SIPp cannot make here.
+
+Debian's SIPp is built without OpenSSL, so the TLS tests drive this small
+UAC instead: digest-authenticated REGISTER, and a call (INVITE, 407, INVITE
+with credentials, 180/200, ACK along the Record-Route set to the callee's
+Contact, a pause, BYE, 200) over one TLS connection, as a phone keeps it.
+It uses the SIP core to parse and the digest module to answer challenges.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from sipwarden.sip.digest import answer_challenge, build_credentials
+from sipwarden.sip.message import Request, Response
+from sipwarden.sip.parser import StreamParser
+from support import PeerError
+
+__all__ = ["TlsPhone"]
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+@dataclass
+class TlsPhone:
+    """One account on one TLS connection to ``host``:``port``."""
+
+    host: str
+    port: int
+    context: ssl.SSLContext
+    user: str
+    password: str
+    domain: str = "sipwarden.test"
+    timeout: float = 10.0
+    _sock: ssl.SSLSocket | None = field(default=None, repr=False)
+    _parser: StreamParser = field(default_factory=StreamParser, repr=False)
+    _cseq: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
+    received: list[bytes] = field(default_factory=list, repr=False)  # every message, as read
+
+    def __enter__(self) -> TlsPhone:
+        raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        self._sock = self.context.wrap_socket(raw, server_hostname="localhost")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._sock is not None:
+            self._sock.close()
+
+    @property
+    def local(self) -> str:
+        assert self._sock is not None
+        host, port = self._sock.getsockname()[:2]
+        return f"{host}:{port}"
+
+    # -- the exchanges ------------------------------------------------------------------
+
+    def register(self) -> int:
+        """REGISTER with digest authentication; the final status."""
+        call_id = f"reg-{secrets.token_hex(6)}@{self.user}"
+        tag = secrets.token_hex(4)
+        uri = f"sip:{self.domain}"
+        to = f"<sip:{self.user}@{self.domain}>"
+        response = self._transaction("REGISTER", uri, call_id, tag, to, extra="Expires: 300\r\n")
+        if response.status == 401:
+            auth = self._credentials(response, "REGISTER", uri, "Authorization")
+            response = self._transaction("REGISTER", uri, call_id, tag, to, extra=auth)
+        return response.status
+
+    def call(self, callee: str) -> int:
+        """A whole call to ``callee``; the status of the BYE's answer (200 when all went well)."""
+        call_id = f"call-{secrets.token_hex(6)}@{self.user}"
+        tag = secrets.token_hex(4)
+        uri = f"sip:{callee}@{self.domain}"
+        to = f"<{uri}>"
+        answer = self._transaction("INVITE", uri, call_id, tag, to, body=SDP)
+        if answer.status == 407:
+            self._ack_failure(answer, uri, call_id, tag)
+            auth = self._credentials(answer, "INVITE", uri, "Proxy-Authorization")
+            answer = self._transaction("INVITE", uri, call_id, tag, to, extra=auth, body=SDP)
+        if answer.status != 200:
+            raise PeerError(f"the call to {callee} failed: {answer.start_line()}")
+        routes = "".join(
+            f"Route: {value}\r\n" for value in reversed(answer.headers.values("record-route"))
+        )
+        target = answer.contact[0].uri if answer.contact else uri
+        dialog_to = answer.headers.get("to") or to
+        cseq = answer.cseq.seq if answer.cseq else 1
+        self._send("ACK", str(target), call_id, tag, dialog_to, cseq, extra=routes)
+        bye = self._transaction("BYE", str(target), call_id, tag, dialog_to, extra=routes)
+        return bye.status
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _credentials(self, challenge: Response, method: str, uri: str, header: str) -> str:
+        offered = challenge.www_authenticate or challenge.proxy_authenticate
+        credentials = answer_challenge(
+            offered[0],
+            method=method,
+            uri=uri,
+            username=self.user,
+            password=self.password,
+            cnonce=secrets.token_hex(8),
+        )
+        return f"{header}: {build_credentials(credentials)}\r\n"
+
+    def _ack_failure(self, answer: Response, uri: str, call_id: str, tag: str) -> None:
+        # RFC 3261 17.1.1.3: the ACK of a non-2xx has the INVITE's branch and CSeq.
+        to = answer.headers.get("to") or ""
+        cseq = answer.cseq.seq if answer.cseq else 1
+        self._send("ACK", uri, call_id, tag, to, cseq, branch=self._last_branch)
+
+    _last_branch: str = ""
+
+    def _send(
+        self,
+        method: str,
+        uri: str,
+        call_id: str,
+        tag: str,
+        to: str,
+        cseq: int,
+        *,
+        extra: str = "",
+        body: str = "",
+        branch: str | None = None,
+    ) -> str:
+        assert self._sock is not None
+        branch = branch or f"z9hG4bK{secrets.token_hex(8)}"
+        content = "Content-Type: application/sdp\r\n" if body else ""
+        request = (
+            f"{method} {uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TLS {self.local};branch={branch};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:{self.user}@{self.domain}>;tag={tag}\r\n"
+            f"To: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
+            f"Contact: <sip:{self.user}@{self.local};transport=tls>\r\n"
+            f"{extra}{content}Content-Length: {len(body)}\r\n\r\n{body}"
+        )
+        self._sock.sendall(request.encode())
+        return branch
+
+    def _transaction(
+        self,
+        method: str,
+        uri: str,
+        call_id: str,
+        tag: str,
+        to: str,
+        *,
+        extra: str = "",
+        body: str = "",
+    ) -> Response:
+        """Send a request; the first final response to it."""
+        cseq = next(self._cseq)
+        self._last_branch = self._send(method, uri, call_id, tag, to, cseq, extra=extra, body=body)
+        while True:
+            message = self._receive()
+            if isinstance(message, Response) and message.status >= 200:
+                if message.cseq is not None and message.cseq.seq == cseq:
+                    return message
+            elif isinstance(message, Request):
+                raise PeerError(f"unexpected request on the phone: {message.start_line()}")
+
+    def _receive(self) -> Request | Response:
+        assert self._sock is not None
+        while True:
+            event = self._parser.next_event()
+            if isinstance(event, Request | Response):
+                self.received.append(event.to_bytes())
+                return event
+            if event is None:
+                data = self._sock.recv(65535)
+                if not data:
+                    raise PeerError("the gateway closed the TLS connection")
+                self._parser.feed(data)
