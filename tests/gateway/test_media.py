@@ -7,11 +7,15 @@ SDP to rtpengine (``internal`` 127.0.0.1 facing the PBX, ``external``
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
 from pathlib import Path
 
 from gateway.test_calls import Address, gateway_process
 from peers import BENIGN_USERS, KamailioRegistrar, Sipp
 from peers.capture import SipPacket, capture, read_sip
+from peers.phone import ScriptedPhone
 from peers.rtpengine import Rtpengine
 from sipwarden.sip.message import Response
 from sipwarden.sip.sdp import parse_sdp
@@ -80,3 +84,53 @@ def test_the_outside_sees_only_rtpengines_media_address(
         addresses, ports = sdp_addresses(packet)
         assert addresses == {rtpengine_daemon.internal}
         assert not ports & phone_ports  # the phone's media port stays on the outside leg
+
+
+def rtp_packet(sequence: int) -> bytes:
+    """A minimal RTP packet (RFC 3550 5.1): version 2, PCMU, 160 bytes of silence."""
+    header = bytes([0x80, 0x00]) + sequence.to_bytes(2, "big")
+    return header + (sequence * 160).to_bytes(4, "big") + b"\x12\x34\x56\x78" + b"\xff" * 160
+
+
+def test_rtp_flows_through_rtpengine_between_the_phone_and_the_pbx(
+    tmp_path: Path, rtpengine_daemon: Rtpengine
+) -> None:
+    """The phone's RTP goes to rtpengine's outside address (the only one it knows),
+    reaches the SIPp UAS behind Kamailio, is echoed, and comes back the same way."""
+    users = BENIGN_USERS
+    runner = Sipp(tmp_path / "sipp")
+    port = free_port(tcp=False)
+    echoed: list[bytes] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as media:
+        media.bind(("127.0.0.1", 0))
+        media.settimeout(0.5)
+
+        def talk(answer: Response) -> None:
+            (stream,) = parse_sdp(answer.body).media
+            connection = stream.effective_connection
+            assert connection is not None
+            assert connection.address == rtpengine_daemon.external
+            for sequence in range(1, 51):
+                media.sendto(rtp_packet(sequence), (connection.address, stream.port))
+                time.sleep(0.005)
+            with contextlib.suppress(TimeoutError):
+                while len(echoed) < 50:
+                    echoed.append(media.recv(2048))
+
+        with (
+            runner.uas(extra=["-rtp_echo"]) as uas,
+            KamailioRegistrar(tmp_path / "kamailio", users, downstream=(uas.host, uas.port)) as pbx,
+            gateway_process(
+                tmp_path,
+                port,
+                pbx,
+                extra=f'\n[gateway.media]\nrtpengine = "{rtpengine_daemon.ng_address}"\n',
+            ),
+            ScriptedPhone(
+                "127.0.0.1", port, None, "100", users["100"], media_port=media.getsockname()[1]
+            ) as phone,
+        ):
+            assert phone.call("9001", during=talk) == 200
+        uas.stop().expect(successful=1)
+    assert len(echoed) >= 45  # 50 sent; loopback may drop a few under load
+    assert {packet[12:] for packet in echoed} == {b"\xff" * 160}

@@ -16,8 +16,8 @@ from gateway.test_calls import Address, revealing
 from monitor.live_support import LiveMonitor
 from peers import BENIGN_USERS, KamailioRegistrar, Sipp
 from peers.certs import CertFiles
+from peers.phone import ScriptedPhone
 from peers.sipp import LOCAL_PORT
-from peers.tls_phone import TlsPhone
 from sipwarden.sip.message import Response
 from sipwarden.sip.parser import StreamParser
 from support import free_port
@@ -142,7 +142,7 @@ def test_mutual_tls_binds_the_account_to_the_certificate(
 def test_calls_over_mutual_tls_go_through_and_the_pbx_stays_hidden(
     tmp_path: Path, test_certs: CertFiles
 ) -> None:
-    """SIPp has no TLS here: the phone is tests/peers/tls_phone.py, with the client
+    """SIPp has no TLS here: the phone is tests/peers/phone.py, with the client
     certificate of account 100, placing calls through the gateway to Kamailio."""
     tls_config = (
         "\n[gateway.tls]\n"
@@ -159,7 +159,7 @@ def test_calls_over_mutual_tls_go_through_and_the_pbx_stays_hidden(
         runner.uas() as uas,
         KamailioRegistrar(tmp_path / "kamailio", users, downstream=(uas.host, uas.port)) as pbx,
         stream_gateway(tmp_path, [f"tls:127.0.0.1:{port}"], pbx, tls_config) as gateway,
-        TlsPhone("127.0.0.1", port, context, "100", users["100"]) as phone,
+        ScriptedPhone("127.0.0.1", port, context, "100", users["100"]) as phone,
     ):
         assert phone.register() == 200
         assert [phone.call("9001") for _ in range(3)] == [200, 200, 200]

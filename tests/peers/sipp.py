@@ -415,9 +415,14 @@ class Sipp:
             timeout=timeout,
         )
 
-    def uas(self, *, scenario: str = "uas.xml", port: int | None = None) -> SippUas:
-        """A SIPp UAS to start in the background (use it as a context manager)."""
-        return SippUas(self, scenario=scenario, port=port)
+    def uas(
+        self, *, scenario: str = "uas.xml", port: int | None = None, extra: Sequence[str] = ()
+    ) -> SippUas:
+        """A SIPp UAS to start in the background (use it as a context manager).
+
+        ``extra`` are more SIPp options, e.g. ``["-rtp_echo"]`` to echo RTP.
+        """
+        return SippUas(self, scenario=scenario, port=port, extra=extra)
 
 
 class SippUas(StartedPeer):
@@ -429,8 +434,16 @@ class SippUas(StartedPeer):
     process group if it has not exited after ``grace`` seconds.
     """
 
-    def __init__(self, runner: Sipp, *, scenario: str = "uas.xml", port: int | None = None) -> None:
+    def __init__(
+        self,
+        runner: Sipp,
+        *,
+        scenario: str = "uas.xml",
+        port: int | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
         self._runner = runner
+        self.extra = tuple(extra)
         self.scenario = scenario
         self.host = runner.local_ip
         self._auto_port = port is None
@@ -473,7 +486,7 @@ class SippUas(StartedPeer):
             duration_ms=None,
             timeout=timeout,
             abort_bye=True,
-            extra=(),
+            extra=self.extra,
         )
         # A UAS that gets no call is not a failure of the UAS run itself.
         argv.remove("-timeout_error")

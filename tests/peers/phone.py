@@ -1,10 +1,12 @@
-"""A SIP phone over TLS, for the calls SIPp cannot make here.
+"""A scripted SIP phone, for what SIPp cannot do here.
 
-Debian's SIPp is built without OpenSSL, so the TLS tests drive this small
-UAC instead: digest-authenticated REGISTER, and a call (INVITE, 407, INVITE
-with credentials, 180/200, ACK along the Record-Route set to the callee's
-Contact, a pause, BYE, 200) over one TLS connection, as a phone keeps it.
-It uses the SIP core to parse and the digest module to answer challenges.
+Debian's SIPp is built without OpenSSL, and its UAC sends no RTP of its own,
+so the TLS tests and the media test drive this small UAC instead:
+digest-authenticated REGISTER, and a call (INVITE, 407, INVITE with
+credentials, 180/200, ACK along the Record-Route set to the callee's Contact,
+whatever the test does with the call, BYE, 200), over one TLS connection as a
+phone keeps it, or over UDP. It uses the SIP core to parse and the digest
+module to answer challenges.
 """
 
 from __future__ import annotations
@@ -13,40 +15,55 @@ import itertools
 import secrets
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipwarden.sip.digest import answer_challenge, build_credentials
 from sipwarden.sip.message import Request, Response
-from sipwarden.sip.parser import StreamParser
+from sipwarden.sip.parser import StreamParser, parse_message
 from support import PeerError
 
-__all__ = ["TlsPhone"]
+__all__ = ["ScriptedPhone"]
 
-SDP = (
-    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-)
+
+def sdp_offer(media_port: int) -> str:
+    return (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {media_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
 
 
 @dataclass
-class TlsPhone:
-    """One account on one TLS connection to ``host``:``port``."""
+class ScriptedPhone:
+    """One account talking to ``host``:``port`` over one TLS connection (``context``
+    given) or one UDP socket."""
 
     host: str
     port: int
-    context: ssl.SSLContext
+    context: ssl.SSLContext | None
     user: str
     password: str
     domain: str = "sipwarden.test"
     timeout: float = 10.0
-    _sock: ssl.SSLSocket | None = field(default=None, repr=False)
+    media_port: int = 40000  # the port its SDP offers
+    _sock: socket.socket | None = field(default=None, repr=False)
     _parser: StreamParser = field(default_factory=StreamParser, repr=False)
     _cseq: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
     received: list[bytes] = field(default_factory=list, repr=False)  # every message, as read
 
-    def __enter__(self) -> TlsPhone:
-        raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        self._sock = self.context.wrap_socket(raw, server_hostname="localhost")
+    @property
+    def transport(self) -> str:
+        return "TLS" if self.context is not None else "UDP"
+
+    def __enter__(self) -> ScriptedPhone:
+        if self.context is not None:
+            raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            self._sock = self.context.wrap_socket(raw, server_hostname="localhost")
+        else:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.settimeout(self.timeout)
+            self._sock.bind(("127.0.0.1", 0))
+            self._sock.connect((self.host, self.port))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -73,17 +90,21 @@ class TlsPhone:
             response = self._transaction("REGISTER", uri, call_id, tag, to, extra=auth)
         return response.status
 
-    def call(self, callee: str) -> int:
-        """A whole call to ``callee``; the status of the BYE's answer (200 when all went well)."""
+    def call(self, callee: str, during: Callable[[Response], None] | None = None) -> int:
+        """A whole call to ``callee``; the status of the BYE's answer (200 when all went well).
+
+        ``during`` is called with the 200 OK once the call is up, before the BYE.
+        """
         call_id = f"call-{secrets.token_hex(6)}@{self.user}"
         tag = secrets.token_hex(4)
         uri = f"sip:{callee}@{self.domain}"
         to = f"<{uri}>"
-        answer = self._transaction("INVITE", uri, call_id, tag, to, body=SDP)
+        offer = sdp_offer(self.media_port)
+        answer = self._transaction("INVITE", uri, call_id, tag, to, body=offer)
         if answer.status == 407:
             self._ack_failure(answer, uri, call_id, tag)
             auth = self._credentials(answer, "INVITE", uri, "Proxy-Authorization")
-            answer = self._transaction("INVITE", uri, call_id, tag, to, extra=auth, body=SDP)
+            answer = self._transaction("INVITE", uri, call_id, tag, to, extra=auth, body=offer)
         if answer.status != 200:
             raise PeerError(f"the call to {callee} failed: {answer.start_line()}")
         routes = "".join(
@@ -93,6 +114,8 @@ class TlsPhone:
         dialog_to = answer.headers.get("to") or to
         cseq = answer.cseq.seq if answer.cseq else 1
         self._send("ACK", str(target), call_id, tag, dialog_to, cseq, extra=routes)
+        if during is not None:
+            during(answer)
         bye = self._transaction("BYE", str(target), call_id, tag, dialog_to, extra=routes)
         return bye.status
 
@@ -136,11 +159,11 @@ class TlsPhone:
         content = "Content-Type: application/sdp\r\n" if body else ""
         request = (
             f"{method} {uri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/TLS {self.local};branch={branch};rport\r\n"
+            f"Via: SIP/2.0/{self.transport} {self.local};branch={branch};rport\r\n"
             "Max-Forwards: 70\r\n"
             f"From: <sip:{self.user}@{self.domain}>;tag={tag}\r\n"
             f"To: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
-            f"Contact: <sip:{self.user}@{self.local};transport=tls>\r\n"
+            f"Contact: <sip:{self.user}@{self.local};transport={self.transport.lower()}>\r\n"
             f"{extra}{content}Content-Length: {len(body)}\r\n\r\n{body}"
         )
         self._sock.sendall(request.encode())
@@ -171,7 +194,7 @@ class TlsPhone:
     def _receive(self) -> Request | Response:
         assert self._sock is not None
         while True:
-            event = self._parser.next_event()
+            event = self._parser.next_event() if self.context is not None else None
             if isinstance(event, Request | Response):
                 self.received.append(event.to_bytes())
                 return event
@@ -179,4 +202,9 @@ class TlsPhone:
                 data = self._sock.recv(65535)
                 if not data:
                     raise PeerError("the gateway closed the TLS connection")
+                if self.context is None:  # a datagram is one message
+                    message = parse_message(data)
+                    assert isinstance(message, Request | Response)
+                    self.received.append(data)
+                    return message
                 self._parser.feed(data)
