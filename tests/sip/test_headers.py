@@ -457,3 +457,47 @@ def test_folded_value_is_not_an_injection() -> None:
     assert value == "one two"
     message.headers.add("X-Copy", value)
     assert message.to_bytes().count(b"one two") == 1
+
+
+def test_replace_all_keeps_the_position_and_the_order_of_the_new_values() -> None:
+    headers = Headers()
+    for name, value in (("Via", "a"), ("Via", "b"), ("From", "f"), ("Route", "r1")):
+        headers.add(name, value)
+    headers.replace_all("Via", ["x", "y", "z"])
+    assert [field.key for field in headers] == ["via", "via", "via", "from", "route"]
+    assert headers.get_all("via") == ["x", "y", "z"]
+    headers.replace_all("Route", [])
+    assert "route" not in headers
+    headers.replace_all("Record-Route", ["<sip:p;lr>"])
+    assert [field.key for field in headers][-1] == "record-route"
+
+
+def test_replace_all_gathers_scattered_fields_where_the_first_stood() -> None:
+    headers = Headers()
+    for name, value in (("Via", "a"), ("From", "f"), ("Via", "b"), ("To", "t")):
+        headers.add(name, value)
+    headers.replace_all("Via", ["x", "y"])
+    assert [(field.key, field.value) for field in headers] == [
+        ("via", "x"),
+        ("via", "y"),
+        ("from", "f"),
+        ("to", "t"),
+    ]
+
+
+def test_an_edit_forgets_only_the_typed_views_of_the_header_it_changed() -> None:
+    headers = Headers()
+    headers.add("Call-ID", "c1")
+    headers.add("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")
+    calls: list[str] = []
+
+    def parse_call_id(fields: Headers) -> str | None:
+        calls.append("call-id")
+        return fields.get("call-id")
+
+    assert headers.typed("call-id", parse_call_id) == "c1"
+    headers.replace_all("Via", ["SIP/2.0/UDP g;branch=z9hG4bK2"])
+    assert headers.typed("call-id", parse_call_id) == "c1"
+    assert calls == ["call-id"]  # not parsed again
+    headers.set("Call-ID", "c2")
+    assert headers.typed("call-id", parse_call_id) == "c2"

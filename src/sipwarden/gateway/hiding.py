@@ -37,6 +37,13 @@ class HeaderRules:
         """Remove the matching header fields; returns how many went."""
         if not self.exact and not self.prefixes:
             return 0
+        # Most messages carry none of them: look at the keys (lower-case, compact
+        # forms expanded) before paying for a pass that rebuilds the fields.
+        if not any(
+            key in self.exact or key.startswith(self.prefixes)
+            for key in message.headers.keys()  # noqa: SIM118 - iterating Headers yields fields
+        ):
+            return 0
 
         def keep(field: HeaderField) -> bool:
             return not self.matches(field.name)

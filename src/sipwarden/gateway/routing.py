@@ -30,7 +30,6 @@ from typing import Final
 
 from sipwarden.errors import LocalProtocolError, RemoteProtocolError
 from sipwarden.sip.fields import Via, parse_via
-from sipwarden.sip.headers import HeaderField, header_key
 from sipwarden.sip.message import Message, Request
 from sipwarden.sip.uri import SipUri, parse_name_addr, parse_uri
 
@@ -54,25 +53,12 @@ VIA_PARAM: Final = "swv"
 
 def set_list(message: Message, name: str, values: Sequence[str]) -> None:
     """Replace every field ``name`` by one field per element of ``values``, in order,
-    where the first field of that name stood (or at the end when there was none)."""
-    headers = message.headers
-    key = header_key(name)
-    # Each value goes before the first field of that name, i.e. before the value
-    # inserted just before it: last to first, they come out in order. The order of
-    # Via, Route and Record-Route values is their meaning (RFC 3261 7.3.1, 16.6,
-    # 16.12; RFC 4475 wsinv and longreq had their Vias reversed here).
-    for value in reversed(values):
-        headers.insert_before(name, value)
-    kept = 0
+    where the first field of that name stood (or at the end when there was none).
 
-    def keep(field: HeaderField) -> bool:
-        nonlocal kept
-        if field.key != key:
-            return True
-        kept += 1
-        return kept <= len(values)
-
-    headers.filter(keep)
+    The order of Via, Route and Record-Route values is their meaning (RFC 3261
+    7.3.1, 16.6, 16.12).
+    """
+    message.headers.replace_all(name, values)
 
 
 def endpoint_of_via(via: Via, transport: str | None = None) -> Endpoint | None:

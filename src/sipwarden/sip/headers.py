@@ -8,7 +8,7 @@ added field has ``raw`` set to ``None`` and is regenerated from name and value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from sipwarden.errors import LocalProtocolError
@@ -352,7 +352,7 @@ class Headers:
         self._names.insert(index, name)
         self._values.insert(index, value)
         self._raws.insert(index, None)
-        self._changed()
+        self._changed(key)
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
         """Append a field (or insert it before all others with ``first``)."""
@@ -373,8 +373,38 @@ class Headers:
 
     def remove(self, name: str) -> int:
         """Remove every field called ``name``; returns how many were removed."""
+        count = self._keys.count(_key_or_fail(name))
+        if count:
+            self.replace_all(name, ())
+        return count
+
+    def replace_all(self, name: str, values: Sequence[str]) -> None:
+        """Replace every field called ``name`` by one field per element of ``values``,
+        in order, where the first of them stood (appended when there was none).
+
+        A proxy rewrites Via, Route, Record-Route and Contact this way on every
+        message: the fields of one name are nearly always adjacent, so this is
+        a few C-level slice assignments, not a pass over every field.
+        """
         key = _key_or_fail(name)
-        return self.filter(lambda field: field.key != key)
+        checked = [_checked_value(value) for value in values]  # before any change
+        keys = self._keys
+        count = keys.count(key)
+        if not count and not checked:
+            return
+        start = keys.index(key) if count else len(keys)
+        if keys[start : start + count].count(key) != count:  # scattered: gather them first
+            for index in range(len(keys) - 1, start, -1):
+                if keys[index] == key:
+                    self._delete(index)
+            count = 1
+        end = start + count
+        size = len(checked)
+        self._keys[start:end] = [key] * size
+        self._names[start:end] = [name] * size
+        self._values[start:end] = checked
+        self._raws[start:end] = [None] * size
+        self._changed(key)
 
     def remove_first(self, name: str) -> str | None:
         """Remove the first field called ``name``; return its value."""
@@ -384,7 +414,7 @@ class Headers:
         index = self._keys.index(key)
         value = self._values[index]
         self._delete(index)
-        self._changed()
+        self._changed(key)
         return value
 
     def set(self, name: str, value: str) -> None:
@@ -404,7 +434,7 @@ class Headers:
         self._names[first] = name
         self._values[first] = value
         self._raws[first] = None
-        self._changed()
+        self._changed(key)
 
     def filter(self, keep: Callable[[HeaderField], bool]) -> int:
         """Keep only the fields for which ``keep`` is true; returns how many went."""
@@ -428,8 +458,16 @@ class Headers:
         for key in keys:
             cache.pop(key, None)
 
-    def _changed(self) -> None:
-        self._cache.clear()
+    def _changed(self, key: str | None = None) -> None:
+        """Forget the typed views an edit made stale: those of ``key`` only (each view
+        is parsed from the fields of one key; ``contact*`` from ``contact``'s), or all
+        of them. A proxy edits several headers per message, and re-parsing the
+        untouched ones after every edit was a measurable share of its time."""
+        if key is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key, None)
+            self._cache.pop(key + "*", None)
         self.edited = True
 
     # -- output ------------------------------------------------------------
