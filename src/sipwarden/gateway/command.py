@@ -82,8 +82,18 @@ def _default_route_address(wildcard: str) -> str:
         ) from None
 
 
-def gateway_settings(config: Config) -> tuple[GatewaySettings, list[Endpoint]]:
-    """The core's settings and the listeners, checked; errors name the key."""
+INSIDE_PORT_OFFSET = 1000  # worker i of several talks to the PBX from listen port + this + i
+
+
+def gateway_settings(
+    config: Config, *, worker: int = 0, workers: int = 1
+) -> tuple[GatewaySettings, list[Endpoint]]:
+    """The core's settings and the listeners, checked; errors name the key.
+
+    With several workers each has its own inside port (listener port +
+    :data:`INSIDE_PORT_OFFSET` + its index): fixed, so a restarted worker takes
+    its calls back.
+    """
     section = config.gateway
     if not section.upstreams:
         raise ConfigError(
@@ -104,7 +114,11 @@ def gateway_settings(config: Config) -> tuple[GatewaySettings, list[Endpoint]]:
     media = section.media
     settings = GatewaySettings(
         outside=Endpoint(first.transport, public, first.port),
-        inside=Endpoint(upstreams[0].transport, inside_host, first.port),
+        inside=Endpoint(
+            upstreams[0].transport,
+            inside_host,
+            first.port if workers == 1 else first.port + INSIDE_PORT_OFFSET + worker,
+        ),
         upstreams=upstreams,
         identity=section.identity,
         strip_outbound=section.strip_outbound_headers,
@@ -175,9 +189,14 @@ def _open_store(config: Config) -> SqliteStore | None:
 
 
 def build_core(
-    config: Config, manager: BanManager, store: SqliteStore | None, out: TextIO | None
+    config: Config,
+    manager: BanManager,
+    store: SqliteStore | None,
+    out: TextIO | None,
+    *,
+    worker: tuple[int, int] = (0, 1),
 ) -> GatewayCore:
-    settings, _ = gateway_settings(config)
+    settings, _ = gateway_settings(config, worker=worker[0], workers=worker[1])
     engine = build_engine(detection_settings(config.detect), bans=ban_settings(config.bans))
     return GatewayCore(
         settings,
@@ -238,8 +257,10 @@ def run_worker(
     json_lines: bool,
     duration: float | None = None,
     reload: Callable[[], Config] | None = None,
+    worker: tuple[int, int] = (0, 1),
 ) -> int:
-    """One worker: its ban manager, store connection, core and listeners."""
+    """One worker (``worker`` is its index and the count): its ban manager, store
+    connection, core and listeners."""
     _, listeners = gateway_settings(config)
     store = _open_store(config)
     manager = build_ban_manager(config, store=store, enforcing=True)
@@ -247,7 +268,7 @@ def run_worker(
     manager.run_in_background()
     out = sys.stdout if json_lines else None
     try:
-        core = build_core(config, manager, store, out)
+        core = build_core(config, manager, store, out, worker=worker)
         server = GatewayServer(
             core, listeners, media=media_client(config), **tls_contexts(config, listeners)
         )
@@ -255,7 +276,7 @@ def run_worker(
         def rebuilt() -> GatewayCore | None:
             if reload is None:
                 return None
-            return build_core(reload(), manager, store, out)
+            return build_core(reload(), manager, store, out, worker=worker)
 
         asyncio.run(_serve(server, duration, rebuilt))
     finally:

@@ -128,6 +128,7 @@ class GatewayServer:
         self.server_tls = server_tls
         self.client_tls = client_tls
         self._udp: dict[int, _Datagrams] = {}  # by address family
+        self._inside_udp: _Datagrams | None = None  # this worker's own socket towards the PBX
         self._streams: dict[Endpoint, _Stream] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -159,16 +160,26 @@ class GatewayServer:
         await self._open_inside_socket()
 
     async def _open_inside_socket(self) -> None:
-        """A UDP socket at the inside face when no UDP listener serves it (a TLS-only
-        gateway in front of a UDP PBX): the PBX answers to the Via we write there."""
+        """A UDP socket of its own at the inside face, unless a UDP listener is that
+        address: the PBX answers to the Via we write there. A TLS-only gateway needs
+        one for a UDP PBX, and so does each of several workers, whose inside ports
+        differ so that the PBX's answers and in-dialog requests come back to the
+        worker that has the call (the kernel would spread them by the PBX's address
+        alone, all to one worker)."""
         inside = self.core.settings.inside
-        family = 6 if ":" in inside.host else 4
-        if inside.transport != "udp" or family in self._udp:
+        if inside.transport != "udp":
             return
+        for listener in self.listeners:
+            if listener.transport == "udp" and (listener.host, listener.port) == (
+                inside.host,
+                inside.port,
+            ):
+                return
         _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: _Datagrams(self), local_addr=(inside.host, inside.port), reuse_port=True
         )
-        self._udp[family] = protocol
+        self._inside_udp = protocol
+        self._udp.setdefault(6 if ":" in inside.host else 4, protocol)
         log.info("talking to the PBX from udp:%s", inside.hostport)
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -186,8 +197,8 @@ class GatewayServer:
         for stream in list(self._streams.values()):
             if stream.transport is not None:
                 stream.transport.close()
-        for protocol in self._udp.values():
-            if protocol.transport is not None:
+        for protocol in {*self._udp.values(), self._inside_udp}:
+            if protocol is not None and protocol.transport is not None:
                 protocol.transport.close()
         for task in list(self._tasks):
             task.cancel()
@@ -267,7 +278,11 @@ class GatewayServer:
         self._send(send._replace(data=message.to_bytes(), media=None))
 
     def _send_datagram(self, send: Send) -> None:
-        protocol = self._udp.get(6 if ":" in send.to.host else 4)
+        inside = self._inside_udp
+        if inside is not None and self.core.upstreams.index_of(send.to) >= 0:
+            protocol: _Datagrams | None = inside  # from the port our inside Via names
+        else:
+            protocol = self._udp.get(6 if ":" in send.to.host else 4)
         if protocol is None or protocol.transport is None:
             log.warning("no UDP listener for %s", send.to.hostport)
             return
