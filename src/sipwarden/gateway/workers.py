@@ -37,7 +37,9 @@ def worker_count(configured: int, *, streams: bool) -> int:
     """
     wanted = configured or os.cpu_count() or 1
     if streams and wanted > 1:
-        log.warning("tcp:/tls: listeners run in one worker (gateway.workers = %d ignored)", wanted)
+        # A warning only when asked for by name: the default (one per core) is quietly one.
+        report = log.warning if configured else log.info
+        report("tcp:/tls: listeners run in one worker (%d wanted)", wanted)
         return 1
     return wanted
 
