@@ -28,8 +28,8 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Final
 
-from sipwarden.errors import LocalProtocolError, RemoteProtocolError
-from sipwarden.sip.fields import Via, parse_via
+from sipwarden.errors import RemoteProtocolError
+from sipwarden.sip.fields import Via
 from sipwarden.sip.message import Message, Request
 from sipwarden.sip.uri import SipUri, parse_name_addr, parse_uri
 
@@ -150,7 +150,7 @@ class Router:
         vias = message.headers.values("via")
         if not vias:
             return
-        top = parse_via(vias[0])
+        top = message.via[0]  # the typed view, parsed once per message
         params = [
             (name, value) for name, value in top.params if name.lower() not in ("received", "rport")
         ]
@@ -170,7 +170,7 @@ class Router:
         if not vias:
             return None
         try:
-            top = parse_via(vias[0])
+            top = message.via[0]  # the typed view, parsed once per message
         except RemoteProtocolError:
             return None
         face = self.face(toward)
@@ -204,22 +204,25 @@ class Router:
 
     def _alias(self, value: str, face: Endpoint, purpose: str, where: str, upstream: int) -> str:
         try:
-            contact = parse_name_addr(value, strict=False)
+            contact = parse_name_addr(value, strict=False)  # memoised: a dialog repeats it
         except RemoteProtocolError:
             return value  # not a name-addr we can rewrite: the validator decides about it
         uri = contact.uri
         user = uri.user if isinstance(uri, SipUri) else None
         token = self.signer.seal(purpose, (str(uri), where, str(upstream)))
-        alias = SipUri(
-            face.host if ":" not in face.host else f"[{face.host}]",
-            user=user,
-            port=face.port,
-            params=(*_transport_param(face), (CONTACT_PARAM, token)),
+        # Written out, not built with SipUri (which re-parses what it builds): every
+        # part is either ours or the user part as the sender wrote it. The display
+        # name is left out: routing needs none, and a PBX's may name its product.
+        userpart = f"{user}@" if user else ""
+        params = "".join(
+            f";{name}" if param is None else f";{name}={param}" for name, param in contact.params
         )
-        try:
-            return str(contact.replace(uri=alias))
-        except LocalProtocolError:
-            return f"<{alias}>"
+        return f"<sip:{userpart}{self._face_text(face)};{CONTACT_PARAM}={token}>{params}"
+
+    @staticmethod
+    def _face_text(face: Endpoint) -> str:
+        transport = "" if face.transport == "udp" else f";transport={face.transport}"
+        return f"{face.hostport}{transport}"
 
     def resolve_alias(self, request: Request, arriving_from: Side) -> tuple[Endpoint | None, int]:
         """Undo an alias in the Request-URI; returns (the phone's address, the upstream index).
@@ -250,13 +253,7 @@ class Router:
     # ---------------------------------------------------------------- routes
 
     def inside_record_route(self) -> str:
-        face = self.inside
-        uri = SipUri(
-            face.host if ":" not in face.host else f"[{face.host}]",
-            port=face.port,
-            params=(*_transport_param(face), ("lr", None), (ROUTE_PARAM, _INSIDE_MARK)),
-        )
-        return f"<{uri}>"
+        return f"<sip:{self._face_text(self.inside)};lr;{ROUTE_PARAM}={_INSIDE_MARK}>"
 
     def _is_inside_entry(self, value: str) -> bool:
         uri = _uri_of(value)
@@ -280,13 +277,8 @@ class Router:
             return
         hidden = [value for value in values if not self._is_inside_entry(value)]
         token = self.signer.seal(_ROUTE, (str(upstream), *hidden))
-        face = self.outside
-        uri = SipUri(
-            face.host if ":" not in face.host else f"[{face.host}]",
-            port=face.port,
-            params=(*_transport_param(face), ("lr", None), (ROUTE_PARAM, token)),
-        )
-        set_list(message, "Record-Route", [f"<{uri}>"])
+        entry = f"<sip:{self._face_text(self.outside)};lr;{ROUTE_PARAM}={token}>"
+        set_list(message, "Record-Route", [entry])
 
     def unfold_record_route(self, message: Message) -> None:
         """Coming in (a response echoing our folded entry): the inside route set again."""
@@ -323,10 +315,6 @@ class Router:
         if fields is None:
             return -1
         return int(fields[0]) if fields[0].lstrip("-").isdigit() else -1
-
-
-def _transport_param(face: Endpoint) -> tuple[tuple[str, str | None], ...]:
-    return () if face.transport == "udp" else (("transport", face.transport),)
 
 
 def _uri_of(value: str) -> SipUri | None:
