@@ -402,7 +402,9 @@ class GatewayCore:
             credentials = "authorization" in request.headers or (
                 "proxy-authorization" in request.headers
             )
-            self.transactions.put(branch, method, Transaction(source, upstream, credentials), now)
+            offered = _has_sdp(request)
+            entry = Transaction(source, upstream, credentials, offered)
+            self.transactions.put(branch, method, entry, now)
         media = self._media_step(request, Side.INSIDE)
         sends = [Send(self.upstreams.endpoint(upstream), request.to_bytes(), media)]
         self.counters.forwarded += 1
@@ -449,7 +451,7 @@ class GatewayCore:
         self._inspect(response, data, (source, destination), Direction.OUTBOUND, now)
         self._hide_outward(response, upstream, dialog_creating=False)
         out = response.to_bytes()
-        media = self._media_step(response, Side.OUTSIDE)
+        media = self._media_step(response, Side.OUTSIDE, transaction)
         if transaction is not None:
             # An anchored SDP is rewritten after this point: a retransmission then
             # goes to the PBX again rather than replaying the unanchored answer.
@@ -516,13 +518,19 @@ class GatewayCore:
         self._hide_outward(request, upstream, dialog_creating=method in _DIALOG_CREATING)
         router.push_via(request, Side.OUTSIDE, branch, hidden)
         if method != "ACK":
-            self.transactions.put(branch, method, Transaction(source, upstream), now)
+            entry = Transaction(source, upstream, offered=_has_sdp(request))
+            self.transactions.put(branch, method, entry, now)
         self._inspect(request, data, (source, target), Direction.OUTBOUND, now)
         self.counters.forwarded += 1
         return [Send(target, request.to_bytes(), self._media_step(request, Side.OUTSIDE))]
 
-    def _media_step(self, message: Message, toward: Side) -> MediaStep | None:
-        return media_step(message, toward) if self.settings.anchor_media else None
+    def _media_step(
+        self, message: Message, toward: Side, transaction: Transaction | None = None
+    ) -> MediaStep | None:
+        if not self.settings.anchor_media:
+            return None
+        late = transaction is not None and not transaction.offered
+        return media_step(message, toward, late_offer=late)
 
     def _hide_outward(self, message: Message, upstream: int, *, dialog_creating: bool) -> None:
         """Replace everything that would reveal the PBX (see :mod:`.routing`, :mod:`.hiding`)."""
@@ -561,35 +569,47 @@ class GatewayCore:
         upstream = self.upstreams.index_of(destination)
         self.router.alias_contacts(response, Side.INSIDE, phone=source, upstream=upstream)
         self.counters.forwarded += 1
-        media = self._media_step(response, Side.INSIDE)
+        cseq = response.cseq
+        asked = self.transactions.get(via.branch or "", cseq.method if cseq else "")
+        media = self._media_step(response, Side.INSIDE, asked)
         return [Send(destination, response.to_bytes(), media)]
 
 
-def media_step(message: Message, toward: Side) -> MediaStep | None:
-    """What rtpengine must do for ``message`` (early offer: the INVITE/UPDATE carries
-    the offer, the 18x/2xx the answer); a call that ends or fails is deleted."""
+def media_step(message: Message, toward: Side, *, late_offer: bool = False) -> MediaStep | None:
+    """What rtpengine must do for ``message``; a call that ends or fails is deleted.
+
+    Early offer (RFC 3264): the INVITE/UPDATE carries the offer, the 18x/2xx the
+    answer. Late offer (an INVITE without SDP, ``late_offer``): the 2xx carries
+    the callee's offer and the ACK the answer, so the roles of the tags swap:
+    rtpengine names the offerer by ``from_tag``.
+    """
     from_ = message.from_
     to = message.to
     call_id = message.call_id
     if from_ is None or from_.tag is None or call_id is None:
         return None
-    to_tag = to.tag if to is not None else None
-    kind: str | None = None
+    caller, callee = from_.tag, (to.tag if to is not None else None)
     if isinstance(message, Request):
         if message.method in ("BYE", "CANCEL"):
-            kind = "delete"
-        elif message.method in ("INVITE", "UPDATE") and _has_sdp(message):
-            kind = "offer"
-    elif isinstance(message, Response):
-        cseq = message.cseq
-        method = cseq.method if cseq is not None else ""
-        if method == "INVITE" and message.status >= 300:  # the call failed
-            kind = "delete"
-        elif method in ("INVITE", "UPDATE") and 100 < message.status < 300 and _has_sdp(message):
-            kind = "answer"
-    if kind is None:
+            return MediaStep("delete", call_id, caller, callee, toward)
+        if message.method in ("INVITE", "UPDATE") and _has_sdp(message):
+            return MediaStep("offer", call_id, caller, callee, toward)
+        if message.method == "ACK" and _has_sdp(message) and callee is not None:
+            return MediaStep("answer", call_id, callee, caller, toward)  # late offer's answer
         return None
-    return MediaStep(kind, call_id, from_.tag, to_tag, toward)
+    if not isinstance(message, Response):
+        return None
+    cseq = message.cseq
+    method = cseq.method if cseq is not None else ""
+    if method == "INVITE" and message.status >= 300:  # the call failed
+        return MediaStep("delete", call_id, caller, callee, toward)
+    if method not in ("INVITE", "UPDATE") or not 100 < message.status < 300:
+        return None
+    if not _has_sdp(message):
+        return None
+    if late_offer and callee is not None:
+        return MediaStep("offer", call_id, callee, caller, toward)
+    return MediaStep("answer", call_id, caller, callee, toward)
 
 
 def _has_sdp(message: Message) -> bool:

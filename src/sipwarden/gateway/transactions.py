@@ -39,6 +39,7 @@ class Transaction:
     reply_to: Endpoint  # where its responses go
     upstream: int  # the PBX it went to (-1: not a PBX)
     had_credentials: bool = False
+    offered: bool = True  # the request carried an SDP offer (False: a late offer comes back)
     last_response: bytes | None = field(default=None, repr=False)
     final: bool = False
 
