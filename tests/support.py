@@ -8,6 +8,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -52,6 +54,27 @@ class StartedPeer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def wait_until_answering(
+    what: str,
+    *,
+    running: Callable[[], bool],
+    answers: Callable[[], bool],
+    timeout: float,
+    log_tail: Callable[[], str],
+    interval: float = 0.02,
+) -> None:
+    """Poll a peer that is starting until it answers; a :class:`PeerError` with its log
+    tail if it exits first or stays silent for ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not running():
+            raise PeerError(f"{what} exited at start:\n{log_tail()}")
+        if answers():
+            return
+        time.sleep(interval)
+    raise PeerError(f"{what} did not answer within {timeout} s:\n{log_tail()}")
 
 
 def require_tool(name: str, install: str) -> str:

@@ -14,14 +14,21 @@ import contextlib
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, Self
 
 import pytest
 
-from support import PeerError, StartedPeer, free_port, require_tool, stop_process, tail
+from support import (
+    PeerError,
+    StartedPeer,
+    free_port,
+    require_tool,
+    stop_process,
+    tail,
+    wait_until_answering,
+)
 
 __all__ = ["INSTALL_REDIS", "RedisServer", "redis_server"]
 
@@ -136,17 +143,17 @@ class RedisServer(StartedPeer):
             self._proc = None
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise PeerError(f"redis-server exited at start:\n{self.log_tail()}")
-            if self._answers():
-                return
-            time.sleep(0.02)
-        self.kill()
-        raise PeerError(
-            f"redis-server did not answer within {self.ready_timeout} s:\n{self.log_tail()}"
-        )
+        try:
+            wait_until_answering(
+                "redis-server",
+                running=lambda: self.running,
+                answers=self._answers,
+                timeout=self.ready_timeout,
+                log_tail=self.log_tail,
+            )
+        except PeerError:
+            self.kill()
+            raise
 
     def _answers(self) -> bool:
         """Whether the server answers an inline PING (``-NOAUTH`` counts: it is up)."""

@@ -25,14 +25,21 @@ import random
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, Self
 
 import pytest
 
-from support import PeerError, StartedPeer, free_port, require_tool, stop_process, tail
+from support import (
+    PeerError,
+    StartedPeer,
+    free_port,
+    require_tool,
+    stop_process,
+    tail,
+    wait_until_answering,
+)
 
 __all__ = ["INSTALL_RTPENGINE", "Rtpengine", "rtpengine_daemon"]
 
@@ -151,17 +158,18 @@ class Rtpengine(StartedPeer):
             self._proc = None
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise PeerError(f"rtpengine exited at start:\n{self.log_tail()}")
-            if self._answers_ping():
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise PeerError(
-            f"rtpengine did not answer a ping within {self.ready_timeout} s:\n{self.log_tail()}"
-        )
+        try:
+            wait_until_answering(
+                "rtpengine",
+                running=lambda: self.running,
+                answers=self._answers_ping,
+                timeout=self.ready_timeout,
+                log_tail=self.log_tail,
+                interval=0.05,
+            )
+        except PeerError:
+            self.stop()
+            raise
 
     def _answers_ping(self) -> bool:
         """One ng ping, written out by hand so that the fixture does not rely on the
