@@ -12,6 +12,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.test_calls import Address, gateway_process
 from peers import BENIGN_USERS, KamailioRegistrar, Sipp
 from peers.capture import SipPacket, capture, read_sip
@@ -92,8 +94,9 @@ def rtp_packet(sequence: int) -> bytes:
     return header + (sequence * 160).to_bytes(4, "big") + b"\x12\x34\x56\x78" + b"\xff" * 160
 
 
+@pytest.mark.parametrize("late_offer", [False, True], ids=["early-offer", "late-offer"])
 def test_rtp_flows_through_rtpengine_between_the_phone_and_the_pbx(
-    tmp_path: Path, rtpengine_daemon: Rtpengine
+    tmp_path: Path, rtpengine_daemon: Rtpengine, late_offer: bool
 ) -> None:
     """The phone's RTP goes to rtpengine's outside address (the only one it knows),
     reaches the SIPp UAS behind Kamailio, is echoed, and comes back the same way."""
@@ -130,7 +133,7 @@ def test_rtp_flows_through_rtpengine_between_the_phone_and_the_pbx(
                 "127.0.0.1", port, None, "100", users["100"], media_port=media.getsockname()[1]
             ) as phone,
         ):
-            assert phone.call("9001", during=talk) == 200
+            assert phone.call("9001", during=talk, late_offer=late_offer) == 200
         uas.stop().expect(successful=1)
     assert len(echoed) >= 45  # 50 sent; loopback may drop a few under load
     assert {packet[12:] for packet in echoed} == {b"\xff" * 160}

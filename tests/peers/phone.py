@@ -90,16 +90,24 @@ class ScriptedPhone:
             response = self._transaction("REGISTER", uri, call_id, tag, to, extra=auth)
         return response.status
 
-    def call(self, callee: str, during: Callable[[Response], None] | None = None) -> int:
+    def call(
+        self,
+        callee: str,
+        during: Callable[[Response], None] | None = None,
+        *,
+        late_offer: bool = False,
+    ) -> int:
         """A whole call to ``callee``; the status of the BYE's answer (200 when all went well).
 
         ``during`` is called with the 200 OK once the call is up, before the BYE.
+        With ``late_offer`` the INVITE carries no SDP: the 200 OK brings the callee's
+        offer and the ACK the phone's answer (RFC 3264).
         """
         call_id = f"call-{secrets.token_hex(6)}@{self.user}"
         tag = secrets.token_hex(4)
         uri = f"sip:{callee}@{self.domain}"
         to = f"<{uri}>"
-        offer = sdp_offer(self.media_port)
+        offer = "" if late_offer else sdp_offer(self.media_port)
         answer = self._transaction("INVITE", uri, call_id, tag, to, body=offer)
         if answer.status == 407:
             self._ack_failure(answer, uri, call_id, tag)
@@ -113,7 +121,8 @@ class ScriptedPhone:
         target = answer.contact[0].uri if answer.contact else uri
         dialog_to = answer.headers.get("to") or to
         cseq = answer.cseq.seq if answer.cseq else 1
-        self._send("ACK", str(target), call_id, tag, dialog_to, cseq, extra=routes)
+        ack_body = sdp_offer(self.media_port) if late_offer else ""
+        self._send("ACK", str(target), call_id, tag, dialog_to, cseq, extra=routes, body=ack_body)
         if during is not None:
             during(answer)
         bye = self._transaction("BYE", str(target), call_id, tag, dialog_to, extra=routes)
