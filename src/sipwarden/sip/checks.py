@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sipwarden.errors import RemoteProtocolError
 
 from .message import Request
+from .replies import REASON_PHRASES
 from .uri import AbsoluteUri
 
 __all__ = [
@@ -99,7 +100,7 @@ def _check_syntax(request: Request) -> Rejection | None:
             return None  # an opaque URI of another scheme: step 2 answers it
         return Rejection(
             status=error.status_hint,
-            reason="Bad Request" if error.status_hint == 400 else _REASONS[error.status_hint],
+            reason=REASON_PHRASES.get(error.status_hint, "Bad Request"),
             rule=error.rule,
             detail=str(error),
         )
@@ -121,9 +122,6 @@ def _check_syntax(request: Request) -> Rejection | None:
                 detail=f"the request has more than one {_CANONICAL_NAMES[key]} header field",
             )
     return None
-
-
-_REASONS = {505: "Version Not Supported", 513: "Message Too Large", 416: "Unsupported URI Scheme"}
 
 
 def _is_foreign_scheme(request: Request) -> bool:

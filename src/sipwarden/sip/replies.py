@@ -42,6 +42,7 @@ REASON_PHRASES: Final = {
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Server Time-out",
+    505: "Version Not Supported",
     513: "Message Too Large",
 }
 
