@@ -481,3 +481,24 @@ def test_typed_views() -> None:
     assert message.max_forwards == 70
     assert message.to is not None
     assert message.to.tag is None
+
+
+def test_a_message_that_validated_is_not_checked_again_for_defects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gateway validates every request, then the malformed detector asks for its
+    defects: the second full parse would find nothing the first did not."""
+    from sipwarden.sip import fields  # noqa: PLC0415
+
+    message = parse_message(
+        b"OPTIONS sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@pbx.test>;tag=1\r\nTo: <sip:pbx.test>\r\nCall-ID: c\r\n"
+        b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    message.validate()
+
+    def again(_message: object) -> object:
+        raise AssertionError("the full check ran twice")
+
+    monkeypatch.setattr(fields, "message_errors", again)
+    assert message.collect_defects() == []

@@ -290,7 +290,12 @@ class GatewayCore:
         With ``now`` (the engine saw the request) the engine sees the answer too.
         """
         self.counters.replied += 1
-        tag = self.signer.digest("tag", request.call_id or "", request.headers.get("from") or "")
+        # A 100 carries no To tag (RFC 3261 8.2.6.2): no keyed hash for every INVITE.
+        tag = (
+            self.signer.digest("tag", request.call_id or "", request.headers.get("from") or "")
+            if status > 100
+            else None
+        )
         response = make_response(request, status, reason, to_tag=tag, headers=headers)
         replace_identity(response, self.settings.identity)
         data = response.to_bytes()
@@ -631,9 +636,5 @@ def _reason_of(error: RemoteProtocolError) -> str:
     # The reason phrase names the rule broken, without echoing attacker bytes;
     # it starts with the status's own phrase (RFC 4475 badvers: 505 is "Version
     # Not Supported", RFC 3261 21.5.26, not "Bad Request").
-    phrase = _ERROR_PHRASES.get(error.status_hint, REASON_PHRASES.get(error.status_hint))
-    return f"{phrase or 'Bad Request'} ({error.rule})"[:120]
-
-
-# Statuses a parse error hints that sip.replies has no phrase for.
-_ERROR_PHRASES: Final = {505: "Version Not Supported"}
+    phrase = REASON_PHRASES.get(error.status_hint, "Bad Request")
+    return f"{phrase} ({error.rule})"[:120]

@@ -233,9 +233,12 @@ class Message:
         """Full parse: check every header sipwarden knows, raise on the first error.
 
         This is the strict gateway's check; the lazy parse only framed the
-        message. Lenient callers use :meth:`collect_defects` instead.
+        message. Lenient callers use :meth:`collect_defects` instead. A message
+        that passes has no defects to find: :meth:`collect_defects` (the
+        malformed detector's) then does not run the same checks again.
         """
         fields.validate_message(self)
+        self._fully_checked = True
 
     def collect_defects(self) -> list[Defect]:
         """Full parse that records every broken rule instead of raising.
