@@ -61,10 +61,6 @@ class Ban:
     def network(self) -> Network:
         return ipaddress.ip_network(self.source, strict=False)
 
-    @property
-    def is_ipv6(self) -> bool:
-        return ":" in self.source
-
     def remaining(self, now: float) -> float:
         return max(0.0, self.until - now)
 

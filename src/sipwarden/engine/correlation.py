@@ -160,9 +160,6 @@ class Correlator:
     def is_returnable(self, source: str) -> bool:
         return source in self._returnable
 
-    def mark_returnable(self, source: str, now: float) -> None:
-        self._returnable.put(source, now, now)
-
     def expire(self, now: float) -> None:
         self._pending.expire(now)
         self._returnable.expire(now)

@@ -42,7 +42,7 @@ from .hiding import HeaderRules, hide_sdp, replace_identity
 from .media_policy import srtp_verdict
 from .model import Endpoint, GatewaySettings, MediaStep, Send, Side
 from .pinholes import Pinholes
-from .routing import BRANCH_PREFIX, Router, endpoint_of_via, literal_endpoint, set_list
+from .routing import BRANCH_PREFIX, Router, endpoint_of_via, literal_endpoint
 from .screening import RateLimiter, is_bogon
 from .tls import account_allowed
 from .tokens import TokenSigner
@@ -518,7 +518,7 @@ class GatewayCore:
             return [self._reply(request, 404, source, reason="Not Found (no route outside)")]
         upstream = self.upstreams.index_of(source)
         hidden = tuple(request.headers.values("via"))
-        set_list(request, "Via", [])
+        request.headers.replace_all("Via", [])
         _decrement_max_forwards(request)
         self._hide_outward(request, upstream, dialog_creating=method in _DIALOG_CREATING)
         router.push_via(request, Side.OUTSIDE, branch, hidden)
@@ -565,7 +565,7 @@ class GatewayCore:
         hidden = self.router.hidden_vias(via)
         if not hidden:
             return []  # not a response to a request of the PBX's: nowhere to send it
-        set_list(response, "Via", hidden)
+        response.headers.replace_all("Via", hidden)
         destination = endpoint_of_via(response.via[0], self.settings.inside.transport)
         if destination is None:
             return []

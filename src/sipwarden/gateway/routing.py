@@ -36,7 +36,7 @@ from sipwarden.sip.uri import SipUri, parse_name_addr, parse_uri
 from .model import Endpoint, Side
 from .tokens import TokenSigner
 
-__all__ = ["BRANCH_PREFIX", "Router", "endpoint_of_via", "literal_endpoint", "set_list"]
+__all__ = ["BRANCH_PREFIX", "Router", "endpoint_of_via", "literal_endpoint"]
 
 BRANCH_PREFIX: Final = "z9hG4bKsw"  # RFC 3261 magic cookie + ours
 CONTACT_PARAM: Final = "swc"
@@ -49,16 +49,6 @@ _PBX: Final = "contact:pbx"  # the PBX's Contact, written for the outside
 _ROUTE: Final = "route"
 _VIAS: Final = "vias"
 VIA_PARAM: Final = "swv"
-
-
-def set_list(message: Message, name: str, values: Sequence[str]) -> None:
-    """Replace every field ``name`` by one field per element of ``values``, in order,
-    where the first field of that name stood (or at the end when there was none).
-
-    The order of Via, Route and Record-Route values is their meaning (RFC 3261
-    7.3.1, 16.6, 16.12).
-    """
-    message.headers.replace_all(name, values)
 
 
 def endpoint_of_via(via: Via, transport: str | None = None) -> Endpoint | None:
@@ -162,7 +152,7 @@ class Router:
         text += "".join(
             f";{name}" if value is None else f";{name}={value}" for name, value in params
         )
-        set_list(message, "Via", [text, *vias[1:]])
+        message.headers.replace_all("Via", [text, *vias[1:]])
 
     def pop_our_via(self, message: Message, toward: Side) -> Via | None:
         """Remove our Via from a response; None (and nothing removed) if the top is not ours."""
@@ -177,7 +167,7 @@ class Router:
         branch = top.branch or ""
         if not branch.startswith(BRANCH_PREFIX) or top.sent_by != face.hostport:
             return None
-        set_list(message, "Via", vias[1:])
+        message.headers.replace_all("Via", vias[1:])
         return top
 
     def hidden_vias(self, via: Via) -> tuple[str, ...] | None:
@@ -200,7 +190,7 @@ class Router:
         purpose = _PHONE if toward is Side.INSIDE else _PBX
         where = "" if phone is None else f"{phone.transport}|{phone.host}|{phone.port}"
         aliased = [self._alias(value, face, purpose, where, upstream) for value in values]
-        set_list(message, "Contact", aliased)
+        message.headers.replace_all("Contact", aliased)
 
     def _alias(self, value: str, face: Endpoint, purpose: str, where: str, upstream: int) -> str:
         try:
@@ -278,7 +268,7 @@ class Router:
         hidden = [value for value in values if not self._is_inside_entry(value)]
         token = self.signer.seal(_ROUTE, (str(upstream), *hidden))
         entry = f"<sip:{self._face_text(self.outside)};lr;{ROUTE_PARAM}={token}>"
-        set_list(message, "Record-Route", [entry])
+        message.headers.replace_all("Record-Route", [entry])
 
     def unfold_record_route(self, message: Message) -> None:
         """Coming in (a response echoing our folded entry): the inside route set again."""
@@ -293,7 +283,7 @@ class Router:
                 unfolded += [self.inside_record_route(), *fields[1:]]
                 changed = True
         if changed:
-            set_list(message, "Record-Route", unfolded)
+            message.headers.replace_all("Record-Route", unfolded)
 
     def pop_route(self, request: Request, arriving_from: Side) -> int:
         """Remove our own top Route entry; unfold the hidden ones. Returns the upstream index
@@ -308,10 +298,10 @@ class Router:
             return -1
         if arriving_from is Side.INSIDE:
             if self._is_inside_entry(routes[0]):
-                set_list(request, "Route", routes[1:])
+                request.headers.replace_all("Route", routes[1:])
             return -1
         fields = self._outside_entry(routes[0])
-        set_list(request, "Route", list(fields[1:]) if fields is not None else [])
+        request.headers.replace_all("Route", list(fields[1:]) if fields is not None else [])
         if fields is None:
             return -1
         return int(fields[0]) if fields[0].lstrip("-").isdigit() else -1

@@ -41,7 +41,6 @@ class Transaction:
     had_credentials: bool = False
     offered: bool = True  # the request carried an SDP offer (False: a late offer comes back)
     last_response: bytes | None = field(default=None, repr=False)
-    final: bool = False
 
 
 class TransactionTable:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from sipwarden.sip.message import Request
-
 from .model import Endpoint, Send
 
 __all__ = ["MISSES_ALLOWED", "PROBE_BRANCH", "Upstreams"]
@@ -88,8 +86,3 @@ class Upstreams:
         self._misses[index] = 0
         self._outstanding[index] = False
         return True
-
-
-def is_probe(request: Request) -> bool:
-    top = request.top_via
-    return top is not None and (top.branch or "").startswith(PROBE_BRANCH)
