@@ -181,17 +181,10 @@ class GatewayCore:
     def stream_error(
         self, error: RemoteProtocolError, source: Endpoint, now: float, data: bytes = b""
     ) -> list[Send]:
-        """A stream whose framing broke, with the bytes that broke it: reported to the
-        engine and, for a request, answered (400, 505, ...) as over a datagram, on the
+        """A stream whose framing broke, with the bytes that broke it: handled as a
+        malformed datagram (reported; a request answered 400, 505, ...), on the
         connection before the caller closes it (RFC 3261 18.3)."""
-        side = self.side_of(source)
-        if not data:
-            self.counters.malformed += 1
-            if side is Side.OUTSIDE:
-                outside = self.settings.outside
-                self._inspect(None, b"", (source, outside), Direction.INBOUND, now, error)
-            return []
-        return self._malformed(data, error, source, side, now)
+        return self._malformed(data, error, source, self.side_of(source), now)
 
     def _dispatch(
         self, message: Message, data: bytes, source: Endpoint, side: Side, now: float
