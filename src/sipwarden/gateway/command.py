@@ -35,7 +35,7 @@ from .tls import client_context, server_context
 from .tokens import TokenSigner
 from .workers import supervise, worker_count
 
-__all__ = ["gateway_settings", "load_secret", "run_gateway", "run_worker"]
+__all__ = ["gateway_settings", "listeners_of", "load_secret", "run_gateway", "run_worker"]
 
 log = logging.getLogger("sipwarden.gateway")
 
@@ -85,10 +85,13 @@ def _default_route_address(wildcard: str) -> str:
 INSIDE_PORT_OFFSET = 1000  # worker i of several talks to the PBX from listen port + this + i
 
 
-def gateway_settings(
-    config: Config, *, worker: int = 0, workers: int = 1
-) -> tuple[GatewaySettings, list[Endpoint]]:
-    """The core's settings and the listeners, checked; errors name the key.
+def listeners_of(config: Config) -> list[Endpoint]:
+    """The listeners ``[gateway] listen`` names."""
+    return [parse_endpoint(text, key_path="gateway.listen") for text in config.gateway.listen]
+
+
+def gateway_settings(config: Config, *, worker: int = 0, workers: int = 1) -> GatewaySettings:
+    """The core's settings, checked (upstream names resolved); errors name the key.
 
     With several workers each has its own inside port (listener port +
     :data:`INSIDE_PORT_OFFSET` + its index): fixed, so a restarted worker takes
@@ -100,7 +103,7 @@ def gateway_settings(
             'the gateway needs the PBX to protect, e.g. ["udp:10.0.0.5:5060"]',
             key_path="gateway.upstreams",
         )
-    listeners = [parse_endpoint(text, key_path="gateway.listen") for text in section.listen]
+    listeners = listeners_of(config)
     upstreams = tuple(
         parse_endpoint(text, key_path="gateway.upstreams", resolve=True)
         for text in section.upstreams
@@ -112,7 +115,7 @@ def gateway_settings(
         public = _default_route_address(first.host)
     inside_host = first.host if not wildcard else _local_address_towards(upstreams[0])
     media = section.media
-    settings = GatewaySettings(
+    return GatewaySettings(
         outside=Endpoint(first.transport, public, first.port),
         inside=Endpoint(
             upstreams[0].transport,
@@ -130,7 +133,6 @@ def gateway_settings(
         anchor_media=bool(media.rtpengine),
         health_check_interval=section.health_check_interval,
     )
-    return settings, listeners
 
 
 def load_secret(path: str) -> bytes:
@@ -196,7 +198,7 @@ def build_core(
     *,
     worker: tuple[int, int] = (0, 1),
 ) -> GatewayCore:
-    settings, _ = gateway_settings(config, worker=worker[0], workers=worker[1])
+    settings = gateway_settings(config, worker=worker[0], workers=worker[1])
     engine = build_engine(detection_settings(config.detect), bans=ban_settings(config.bans))
     return GatewayCore(
         settings,
@@ -243,7 +245,8 @@ def run_gateway(
 
     ``reload`` reads the configuration again on SIGHUP.
     """
-    _, listeners = gateway_settings(config)
+    gateway_settings(config)  # every configuration error before a worker starts
+    listeners = listeners_of(config)
     streams = any(listener.transport != "udp" for listener in listeners)
     count = worker_count(config.gateway.workers, streams=streams)
     if count == 1 or duration is not None:
@@ -261,7 +264,7 @@ def run_worker(
 ) -> int:
     """One worker (``worker`` is its index and the count): its ban manager, store
     connection, core and listeners."""
-    _, listeners = gateway_settings(config)
+    listeners = listeners_of(config)
     store = _open_store(config)
     manager = build_ban_manager(config, store=store, enforcing=True)
     manager.start(time.time())
