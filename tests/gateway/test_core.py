@@ -310,3 +310,17 @@ def test_the_100_trying_carries_the_phones_vias_only() -> None:
     trying, _ = forward_invite(core())
     assert [via.sent_by for via in trying.via] == ["192.168.1.20:5060"]
     assert trying.via[0].received == "81.2.69.142"  # stamped as received (18.2.1)
+
+
+def test_the_gateways_own_answers_carry_the_identity_the_pbxs_answers_get() -> None:
+    """A 100 or 400 of the gateway's must not stand out from the PBX's answers, whose
+    Server header becomes the configured identity."""
+    (trying, _) = core().receive(invite(), PHONE, 1000.0)
+    assert parsed(trying).headers.get("server") == "Avaya CM"
+    plain = GatewayCore(
+        GatewaySettings(outside=GATEWAY, inside=INSIDE, upstreams=(PBX,)),
+        engine=build_engine(DetectionSettings(), bans=BanSettings()),
+        signer=TokenSigner(b"0123456789abcdef"),
+    )
+    (trying, _) = plain.receive(invite(), PHONE, 1000.0)
+    assert "server" not in parsed(trying).headers

@@ -109,6 +109,9 @@ class GatewayCore:
         self._strip_out = HeaderRules(settings.strip_outbound)
         self._strip_in = HeaderRules(settings.strip_inbound)
         self._challenges = ChallengeMimic(signer, realm=settings.outside.host)
+        # The gateway's own answers say what the PBX's say after replace_identity
+        # (nothing, or the identity), so they cannot be told apart by it.
+        self._server_header = (("Server", settings.identity),) if settings.identity else ()
 
     # ---------------------------------------------------------------- entry points
 
@@ -289,8 +292,9 @@ class GatewayCore:
             if status > 100
             else None
         )
-        response = make_response(request, status, reason, to_tag=tag, headers=headers)
-        replace_identity(response, self.settings.identity)
+        response = make_response(
+            request, status, reason, to_tag=tag, headers=(*headers, *self._server_header)
+        )
         data = response.to_bytes()
         if now is not None:
             self._inspect_answer(response, data, to, now)
@@ -347,7 +351,8 @@ class GatewayCore:
         refusal = srtp_verdict(request, require_srtp=True, to_tag=tag)
         if refusal is None:
             return None
-        replace_identity(refusal, self.settings.identity)
+        for name, value in self._server_header:
+            refusal.headers.add(name, value)
         return refusal
 
     def _unless_ack(
