@@ -22,6 +22,7 @@ from sipwarden.errors import RemoteProtocolError
 from sipwarden.sip.parser import KeepAlive, StreamParser, parse_message
 
 from .core import GatewayCore
+from .datagrams import DatagramSocket, peer_endpoint
 from .model import Endpoint, MediaStep, Send, Side
 from .rtpengine import Leg, MediaError, RtpengineClient
 
@@ -32,30 +33,6 @@ log = logging.getLogger("sipwarden.gateway")
 TICK: Final = 1.0
 MAX_CONNECTIONS: Final = 10_000  # streams open at once; more are refused (bounded state)
 IDLE_TIMEOUT: Final = 600.0  # a stream silent this long is closed
-
-
-def _peer(transport: str, address: tuple[str, int] | tuple[str, int, int, int]) -> Endpoint:
-    host = address[0].removeprefix("::ffff:")
-    return Endpoint(transport, host, address[1])
-
-
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, server: GatewayServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The selector loop's datagram transport is not registered as a subclass
-        # of asyncio.DatagramTransport, so no isinstance check here.
-        self.transport = cast("asyncio.DatagramTransport", transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        source = _peer("udp", addr)  # type: ignore[arg-type]
-        self.server.dispatch(self.server.core.receive(data, source, time.time()))
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: the peer is gone, nothing to do.
-        log.debug("UDP error: %s", exc)
 
 
 class _Stream(asyncio.Protocol):
@@ -71,7 +48,7 @@ class _Stream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)
-        self.peer = _peer(self.name, self.transport.get_extra_info("peername"))
+        self.peer = peer_endpoint(self.name, self.transport.get_extra_info("peername"))
         # The verified client certificate (mutual TLS), or None.
         self.peercert = self.transport.get_extra_info("peercert")
         if not self.server.register(self.peer, self):
@@ -127,8 +104,8 @@ class GatewayServer:
         self.listeners = list(listeners)
         self.server_tls = server_tls
         self.client_tls = client_tls
-        self._udp: dict[int, _Datagrams] = {}  # by address family
-        self._inside_udp: _Datagrams | None = None  # this worker's own socket towards the PBX
+        self._udp: dict[int, DatagramSocket] = {}  # by address family
+        self._inside_udp: DatagramSocket | None = None  # this worker's own socket towards the PBX
         self._streams: dict[Endpoint, _Stream] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -139,12 +116,8 @@ class GatewayServer:
             await self.media.start()
         for listener in self.listeners:
             if listener.transport == "udp":
-                _, protocol = await loop.create_datagram_endpoint(
-                    lambda: _Datagrams(self),
-                    local_addr=(listener.host, listener.port),
-                    reuse_port=True,
-                )
-                self._udp[6 if ":" in listener.host else 4] = protocol
+                udp = DatagramSocket(listener.host, listener.port, self._datagram)
+                self._udp[6 if ":" in listener.host else 4] = udp
             else:
                 context = self.server_tls if listener.transport == "tls" else None
                 name = listener.transport
@@ -175,11 +148,9 @@ class GatewayServer:
                 inside.port,
             ):
                 return
-        _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: _Datagrams(self), local_addr=(inside.host, inside.port), reuse_port=True
-        )
-        self._inside_udp = protocol
-        self._udp.setdefault(6 if ":" in inside.host else 4, protocol)
+        udp = DatagramSocket(inside.host, inside.port, self._datagram)
+        self._inside_udp = udp
+        self._udp.setdefault(6 if ":" in inside.host else 4, udp)
         log.info("talking to the PBX from udp:%s", inside.hostport)
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -197,9 +168,9 @@ class GatewayServer:
         for stream in list(self._streams.values()):
             if stream.transport is not None:
                 stream.transport.close()
-        for protocol in {*self._udp.values(), self._inside_udp}:
-            if protocol is not None and protocol.transport is not None:
-                protocol.transport.close()
+        for udp in {*self._udp.values(), self._inside_udp}:
+            if udp is not None:
+                udp.close()
         for task in list(self._tasks):
             task.cancel()
         if self.media is not None:
@@ -227,6 +198,9 @@ class GatewayServer:
                 stream.transport.close()
 
     # ---------------------------------------------------------------- sending
+
+    def _datagram(self, data: bytes, source: Endpoint, now: float) -> None:
+        self.dispatch(self.core.receive(data, source, now))
 
     def dispatch(self, sends: list[Send]) -> None:
         for send in sends:
@@ -280,13 +254,13 @@ class GatewayServer:
     def _send_datagram(self, send: Send) -> None:
         inside = self._inside_udp
         if inside is not None and self.core.upstreams.index_of(send.to) >= 0:
-            protocol: _Datagrams | None = inside  # from the port our inside Via names
+            udp: DatagramSocket | None = inside  # from the port our inside Via names
         else:
-            protocol = self._udp.get(6 if ":" in send.to.host else 4)
-        if protocol is None or protocol.transport is None:
+            udp = self._udp.get(6 if ":" in send.to.host else 4)
+        if udp is None:
             log.warning("no UDP listener for %s", send.to.hostport)
             return
-        protocol.transport.sendto(send.data, (send.to.host, send.to.port))
+        udp.send(send.data, send.to)
 
     def _send_stream(self, send: Send) -> None:
         stream = self._streams.get(send.to)

@@ -1,0 +1,89 @@
+"""The gateway's UDP socket: every datagram of a burst arrives, errors do not stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+from sipwarden.gateway.datagrams import BATCH, BUFFER_BYTES, DatagramSocket
+from sipwarden.gateway.model import Endpoint
+
+HOST = "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+async def _wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
+
+
+def test_a_burst_larger_than_a_batch_arrives_whole_and_in_order() -> None:
+    async def scenario() -> list[bytes]:
+        received: list[tuple[bytes, Endpoint]] = []
+        port = _free_port()
+        udp = DatagramSocket(HOST, port, lambda data, src, now: received.append((data, src)))
+        count = 3 * BATCH + 7
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+            phone.bind((HOST, 0))
+            for number in range(count):  # sent before the loop reads any of them
+                phone.sendto(b"OPTIONS %d" % number, (HOST, port))
+            await _wait_for(lambda: len(received) == count)
+            assert {source for _, source in received} == {
+                Endpoint("udp", HOST, phone.getsockname()[1])
+            }
+        udp.close()
+        udp.close()  # closing twice is harmless
+        return [data for data, _ in received]
+
+    datagrams = asyncio.run(scenario())
+    assert datagrams == [b"OPTIONS %d" % number for number in range(3 * BATCH + 7)]
+
+
+def test_sends_arrive_and_an_unreachable_peer_does_not_stop_receiving() -> None:
+    async def scenario() -> None:
+        received: list[bytes] = []
+        port = _free_port()
+        udp = DatagramSocket(HOST, port, lambda data, src, now: received.append(data))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+            phone.bind((HOST, 0))
+            phone.settimeout(2.0)
+            udp.send(b"SIP/2.0 200 OK", Endpoint("udp", HOST, phone.getsockname()[1]))
+            assert phone.recvfrom(100) == (b"SIP/2.0 200 OK", (HOST, port))
+            # Nobody listens there: the ICMP port unreachable comes back as an
+            # error on our socket, which must not end the reading.
+            udp.send(b"SIP/2.0 200 OK", Endpoint("udp", HOST, _free_port()))
+            await asyncio.sleep(0.05)
+            phone.sendto(b"still here", (HOST, port))
+            await _wait_for(lambda: received == [b"still here"])
+        udp.close()
+
+    asyncio.run(scenario())
+
+
+def test_buffers_are_large() -> None:
+    """Big kernel queues absorb a worker's pauses (root may exceed rmem_max)."""
+
+    async def scenario() -> tuple[int, int]:
+        udp = DatagramSocket(HOST, _free_port(), lambda data, src, now: None)
+        sock = udp._sock  # the kernel's view of the socket is the point
+        sizes = (
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+        )
+        udp.close()
+        return sizes
+
+    with open("/proc/sys/net/core/rmem_max") as rmem, open("/proc/sys/net/core/wmem_max") as wmem:
+        limits = int(rmem.read()), int(wmem.read())
+    for size, limit in zip(asyncio.run(scenario()), limits, strict=True):
+        # Linux doubles the value set (for its bookkeeping) and reports that.
+        assert size >= 2 * min(BUFFER_BYTES, limit)
