@@ -561,6 +561,16 @@ class GatewayConfig(_Section):
             "cannot serve as an oracle for extension enumeration."
         ),
     )
+    answer_options: bool = Field(
+        default=True,
+        description=(
+            "Answer out-of-dialog OPTIONS from outside at the gateway (200, the same for "
+            "every Request-URI, with the capabilities the PBX gave its health checks) "
+            "instead of forwarding them: phones' keep-alives never reach the PBX, and a "
+            "PBX that answers 200 for its accounts and 404 for others cannot be used to "
+            "enumerate them (svwar -m OPTIONS)."
+        ),
+    )
     secret_file: str = Field(
         default="sipwarden.key",
         description=(

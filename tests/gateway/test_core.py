@@ -27,9 +27,13 @@ PBX = Endpoint("udp", "10.0.0.5", 5060)
 PHONE = Endpoint("udp", "81.2.69.142", 40000)  # public: documentation ranges are bogons
 
 
-def core(**overrides: object) -> GatewayCore:
+def core(*, answer_options: bool = True, **overrides: object) -> GatewayCore:
     settings = GatewaySettings(
-        outside=GATEWAY, inside=INSIDE, upstreams=(PBX,), identity="Avaya CM"
+        outside=GATEWAY,
+        inside=INSIDE,
+        upstreams=(PBX,),
+        identity="Avaya CM",
+        answer_options=answer_options,
     )
     options: dict[str, object] = {
         "engine": build_engine(DetectionSettings(), bans=BanSettings()),
@@ -324,3 +328,63 @@ def test_the_gateways_own_answers_carry_the_identity_the_pbxs_answers_get() -> N
     )
     (trying, _) = plain.receive(invite(), PHONE, 1000.0)
     assert "server" not in parsed(trying).headers
+
+
+def options(user: str, *, to_tag: str = "", number: int = 1) -> bytes:
+    tag = f";tag={to_tag}" if to_tag else ""
+    return (
+        f"OPTIONS sip:{user}@pbx.example SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 192.168.1.20:5060;branch=z9hG4bKopt{number};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:100@pbx.example>;tag=o1\r\n"
+        f"To: <sip:{user}@pbx.example>{tag}\r\n"
+        f"Call-ID: options-{number}@192.168.1.20\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def answer_probe(gateway: GatewayCore, extra: str) -> None:
+    """The PBX answers the gateway's health check with its capabilities."""
+    (probe,) = gateway.tick(1000.0)
+    request = parse_message(probe.data)
+    assert isinstance(request, Request)
+    reply = (
+        f"SIP/2.0 200 OK\r\nVia: {request.headers.get('via')}\r\nFrom: <sip:h@x>;tag=1\r\n"
+        f"To: <sip:x>;tag=2\r\nCall-ID: {request.call_id}\r\nCSeq: 1 OPTIONS\r\n"
+        f"{extra}Server: Asterisk PBX 20.1.0\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    assert gateway.receive(reply, PBX, 1000.01) == []
+
+
+def test_options_are_answered_at_the_gateway_alike_for_every_account() -> None:
+    """svwar -m OPTIONS asks the PBX about each extension: the gateway answers instead,
+    with the PBX's capabilities (RFC 3261 11.2), so every extension looks the same."""
+    gateway = core()
+    answer_probe(
+        gateway,
+        "Allow: INVITE, ACK, CANCEL\r\nAllow: BYE, OPTIONS\r\nAccept: application/sdp\r\n"
+        "Supported: replaces, timer\r\n",
+    )
+    answers = []
+    for number, user in enumerate(("100", "no-such-user", "101"), start=1):
+        (send,) = gateway.receive(options(user, number=number), PHONE, 1001.0 + number)
+        assert send.to == PHONE  # answered, nothing forwarded to the PBX
+        answer = parsed(send)
+        assert isinstance(answer, Response)
+        answers.append(answer)
+    assert {answer.status for answer in answers} == {200}
+    layouts = {tuple(answer.headers.keys()) for answer in answers}
+    assert len(layouts) == 1  # the same headers whoever was asked
+    first = answers[0].headers
+    assert first.get("allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS"
+    assert first.get("accept") == "application/sdp"
+    assert first.get("supported") == "replaces, timer"
+    assert first.get("server") == "Avaya CM"  # the identity, never the PBX's product
+    assert gateway.counters.forwarded == 0
+
+
+def test_in_dialog_options_and_the_setting_off_are_forwarded() -> None:
+    (forwarded,) = core().receive(options("100", to_tag="t9"), PHONE, 1000.0)
+    assert forwarded.to == PBX  # an OPTIONS inside a dialog is the PBX's to answer
+    (send,) = core(answer_options=False).receive(options("100"), PHONE, 1000.0)
+    assert send.to == PBX

@@ -128,6 +128,7 @@ def gateway_settings(config: Config, *, worker: int = 0, workers: int = 1) -> Ga
         strip_inbound=section.strip_inbound_headers,
         sdp_session_name=section.sdp_session_name,
         uniform_auth_answers=section.uniform_auth_answers,
+        answer_options=section.answer_options,
         require_srtp=media.require_srtp,
         bind_account_to_subject=section.tls.bind_account_to_subject,
         anchor_media=bool(media.rtpengine),

@@ -37,6 +37,7 @@ from sipwarden.sip.parser import parse_message
 from sipwarden.sip.replies import REASON_PHRASES, make_response
 from sipwarden.sip.uri import SipUri
 
+from .capabilities import Capabilities
 from .challenges import ChallengeMimic
 from .hiding import HeaderRules, hide_sdp, replace_identity
 from .media_policy import srtp_verdict
@@ -71,11 +72,21 @@ class BanCheck(Protocol):
 class Counters:
     """What happened to messages, for the logs and the metrics."""
 
-    __slots__ = ("banned", "bogon", "forwarded", "malformed", "rate_limited", "refused", "replied")
+    __slots__ = (
+        "answered",
+        "banned",
+        "bogon",
+        "forwarded",
+        "malformed",
+        "rate_limited",
+        "refused",
+        "replied",
+    )
 
     def __init__(self) -> None:
         self.banned = self.bogon = self.rate_limited = self.malformed = 0
         self.refused = self.replied = self.forwarded = 0
+        self.answered = 0  # requests answered here instead of forwarded (OPTIONS)
 
 
 class GatewayCore:
@@ -112,6 +123,7 @@ class GatewayCore:
         # The gateway's own answers say what the PBX's say after replace_identity
         # (nothing, or the identity), so they cannot be told apart by it.
         self._server_header = (("Server", settings.identity),) if settings.identity else ()
+        self.capabilities = Capabilities()
 
     # ---------------------------------------------------------------- entry points
 
@@ -335,6 +347,15 @@ class GatewayCore:
         if verdict.action is not Action.ALLOW:
             self.counters.refused += 1
             return []
+        if (
+            request.method == "OPTIONS"
+            and self.settings.answer_options
+            and not _has_to_tag(request)
+        ):
+            # Answered here, the same for every account (see .capabilities).
+            self.counters.answered += 1
+            headers = self.capabilities.headers
+            return [self._reply(request, 200, source, headers=headers, now=now)]
         refusal = self._media_refusal(request)
         if refusal is not None:
             self.counters.refused += 1
@@ -430,7 +451,8 @@ class GatewayCore:
     ) -> list[Send]:
         top = response.top_via
         if top is not None and self.upstreams.answered(top.branch or ""):
-            return []  # the answer to a health probe of ours
+            self.capabilities.learn(response)  # the answer to a health probe of ours
+            return []
         via = self.router.pop_our_via(response, Side.INSIDE)
         if via is None:
             log.debug(

@@ -69,6 +69,7 @@ class GatewaySettings:
     )
     sdp_session_name: str = "-"
     uniform_auth_answers: bool = True
+    answer_options: bool = True
     require_srtp: bool = False
     # Mutual TLS: a REGISTER/INVITE over TLS only for the account the client
     # certificate names (gateway.tls.bind_account_to_subject).
