@@ -84,14 +84,26 @@ def test_registrations_and_calls_go_through_and_the_pbx_stays_hidden(
         capture(
             tmp_path, bpf=f"udp port {port} and not udp port {pbx.port}", name="outside.pcap"
         ) as outside,
+        capture(tmp_path, bpf=f"udp dst port {pbx.port}", name="inside.pcap") as inside,
     ):
         entry = Address("127.0.0.1", port)
         runner.register(entry, "100", users["100"]).expect(successful=1)
         runner.options(entry, "100", count=2).expect(successful=2)
         runner.call(entry, "100", users["100"], "9001", count=3).expect(successful=3)
         events = gateway.events
+        log = gateway.output(lines=200)
     uas.stop().expect(successful=3)
     assert events == [], [event.describe() for event in events]
+    if workers > 1:
+        assert f"gateway supervisor: {workers} workers" in log, log
+    # Each worker of several talks to the PBX from its own inside port (listen port
+    # + 1000 + its index), so the PBX's answers come back to the worker with the call.
+    inside_ports = {port} if workers == 1 else {port + 1000 + i for i in range(workers)}
+    to_pbx = [packet.message for packet in read_sip(inside.path) if packet.message.is_request]
+    assert to_pbx, "nothing reached the PBX"
+    for request in to_pbx:
+        top = request.via[0]
+        assert top.host == "127.0.0.1" and top.port in inside_ports, request.start_line()
     packets = read_sip(outside.path)
     assert len(packets) > 20
     leaks = [

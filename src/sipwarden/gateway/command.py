@@ -250,9 +250,16 @@ def run_gateway(
     listeners = listeners_of(config)
     streams = any(listener.transport != "udp" for listener in listeners)
     count = worker_count(config.gateway.workers, streams=streams)
-    if count == 1 or duration is not None:
+    if count == 1:
         return run_worker(config, json_lines=json_lines, duration=duration, reload=reload)
-    return supervise(count, lambda _index: run_worker(config, json_lines=json_lines, reload=reload))
+    # Each worker stops by itself after ``duration``; one that ended cleanly is
+    # not restarted, so the supervisor returns once all have.
+    return supervise(
+        count,
+        lambda index: run_worker(
+            config, json_lines=json_lines, duration=duration, reload=reload, worker=(index, count)
+        ),
+    )
 
 
 def run_worker(
