@@ -7,9 +7,11 @@ client certificate (CN and SAN for account 100).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.test_calls import Address, revealing
@@ -18,14 +20,19 @@ from peers import BENIGN_USERS, KamailioRegistrar, Sipp
 from peers.certs import CertFiles
 from peers.phone import ScriptedPhone
 from peers.sipp import LOCAL_PORT
+from sipwarden.gateway.command import INSIDE_PORT_OFFSET
+from sipwarden.gateway.routing import CONTACT_PARAM
+from sipwarden.gateway.tokens import TokenSigner
 from sipwarden.sip.message import Response
 from sipwarden.sip.parser import StreamParser
+from sipwarden.sip.uri import SipUri, parse_uri
 from support import free_port
 
 
 def stream_gateway(
-    tmp_path: Path, listeners: list[str], pbx: KamailioRegistrar, tls: str = ""
+    tmp_path: Path, listeners: list[str], pbx: KamailioRegistrar, extra: str = ""
 ) -> LiveMonitor:
+    """The gateway in front of ``pbx``; ``extra`` is appended to its [gateway] section."""
     listen = ", ".join(f'"{listener}"' for listener in listeners)
     return LiveMonitor(
         tmp_path / "gateway",
@@ -36,7 +43,7 @@ def stream_gateway(
             f"\n[gateway]\nlisten = [{listen}]\n"
             f'upstreams = ["udp:{pbx.host}:{pbx.port}"]\n'
             f'secret_file = "{tmp_path / "gateway.key"}"\n'
-            "bogon_check = false\n" + tls
+            "bogon_check = false\n" + extra
         ),
     )
 
@@ -169,3 +176,59 @@ def test_calls_over_mutual_tls_go_through_and_the_pbx_stays_hidden(
     assert not any("Traceback" in line for line in problems)
     assert len(phone.received) >= 10
     assert not [data for data in phone.received if revealing(data, pbx_address)]
+
+
+def worker_of(answer: Response, key: Path, port: int) -> int:
+    """Which worker registered the phone: the inside port sealed in the Contact alias the
+    200 to its REGISTER shows (the PBX's binding, listen port + 1000 + the index)."""
+    signer = TokenSigner(key.read_bytes())
+    (contact,) = answer.contact
+    assert isinstance(contact.uri, SipUri)
+    token = contact.uri.param(CONTACT_PARAM) or ""
+    fields = signer.open("contact:pbx", token)  # routing._PBX: the PBX's Contact
+    assert fields is not None, contact
+    inside = parse_uri(fields[0])
+    assert isinstance(inside, SipUri) and inside.port is not None
+    return inside.port - port - INSIDE_PORT_OFFSET
+
+
+def test_a_call_between_phones_on_two_workers_reaches_the_callees_connection(
+    tmp_path: Path,
+) -> None:
+    """The PBX's INVITE for a phone goes to the inside port of the worker that holds the
+    phone's TCP connection (the one written into its registered Contact), whichever
+    worker the caller's connection is on."""
+    users = BENIGN_USERS
+    port = free_port()
+    key = tmp_path / "gateway.key"
+    listeners = [f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"]
+    with (
+        KamailioRegistrar(tmp_path / "kamailio", users) as pbx,
+        stream_gateway(tmp_path, listeners, pbx, "workers = 2\n") as gateway,
+        ScriptedPhone("127.0.0.1", port, None, "101", users["101"], tcp=True) as callee,
+        contextlib.ExitStack() as stack,
+    ):
+        answer = callee.register_answer()
+        assert answer.status == 200
+        callee_worker = worker_of(answer, key, port)
+        # The kernel spreads connections over the workers by their addresses: new
+        # ones until the caller's is on the other worker.
+        for _ in range(32):
+            caller = stack.enter_context(
+                ScriptedPhone("127.0.0.1", port, None, "100", users["100"], tcp=True)
+            )
+            answer = caller.register_answer()
+            assert answer.status == 200
+            caller_worker = worker_of(answer, key, port)
+            if caller_worker != callee_worker:
+                break
+            assert caller.register_answer(expires=0).status == 200  # one binding at a time
+        else:
+            raise AssertionError("32 connections all went to the callee's worker")
+        with ThreadPoolExecutor(1) as pool:
+            answered = pool.submit(callee.answer_call)
+            assert caller.call("101") == 200
+            assert answered.result(timeout=10) == ["INVITE", "ACK", "BYE"]
+        problems = gateway.problems()
+    assert not any("Traceback" in line for line in problems)
+    assert {caller_worker, callee_worker} == {0, 1}

@@ -4,9 +4,9 @@ Debian's SIPp is built without OpenSSL, and its UAC sends no RTP of its own,
 so the TLS tests and the media test drive this small UAC instead:
 digest-authenticated REGISTER, and a call (INVITE, 407, INVITE with
 credentials, 180/200, ACK along the Record-Route set to the callee's Contact,
-whatever the test does with the call, BYE, 200), over one TLS connection as a
-phone keeps it, or over UDP. It uses the SIP core to parse and the digest
-module to answer challenges.
+whatever the test does with the call, BYE, 200), or the callee's side of one,
+over one TLS or TCP connection as a phone keeps it, or over UDP. It uses the SIP
+core to parse and the digest module to answer challenges.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class ScriptedPhone:
     domain: str = "sipwarden.test"
     timeout: float = 10.0
     media_port: int = 40000  # the port its SDP offers
+    tcp: bool = False  # without ``context``: one TCP connection instead of UDP
     _sock: socket.socket | None = field(default=None, repr=False)
     _parser: StreamParser = field(default_factory=StreamParser, repr=False)
     _cseq: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
@@ -53,12 +54,22 @@ class ScriptedPhone:
 
     @property
     def transport(self) -> str:
-        return "TLS" if self.context is not None else "UDP"
+        if self.context is not None:
+            return "TLS"
+        return "TCP" if self.tcp else "UDP"
+
+    @property
+    def _stream(self) -> bool:
+        return self.transport != "UDP"
 
     def __enter__(self) -> ScriptedPhone:
-        if self.context is not None:
+        if self._stream:
             raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            self._sock = self.context.wrap_socket(raw, server_hostname="localhost")
+            self._sock = (
+                raw
+                if self.context is None
+                else self.context.wrap_socket(raw, server_hostname="localhost")
+            )
         else:
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._sock.settimeout(self.timeout)
@@ -80,15 +91,59 @@ class ScriptedPhone:
 
     def register(self) -> int:
         """REGISTER with digest authentication; the final status."""
+        return self.register_answer().status
+
+    def register_answer(self, expires: int = 300) -> Response:
+        """REGISTER with digest authentication (``expires`` 0 removes this phone's
+        binding); the final response."""
         call_id = f"reg-{secrets.token_hex(6)}@{self.user}"
         tag = secrets.token_hex(4)
         uri = f"sip:{self.domain}"
         to = f"<sip:{self.user}@{self.domain}>"
-        response = self._transaction("REGISTER", uri, call_id, tag, to, extra="Expires: 300\r\n")
+        lifetime = f"Expires: {expires}\r\n"
+        response = self._transaction("REGISTER", uri, call_id, tag, to, extra=lifetime)
         if response.status == 401:
             auth = self._credentials(response, "REGISTER", uri, "Authorization")
-            response = self._transaction("REGISTER", uri, call_id, tag, to, extra=auth)
-        return response.status
+            response = self._transaction("REGISTER", uri, call_id, tag, to, extra=lifetime + auth)
+        return response
+
+    def answer_call(self) -> list[str]:
+        """Be called: answer the next INVITE 200 with an SDP answer, take its ACK,
+        answer the caller's BYE 200. The methods of the requests received, in order."""
+        methods: list[str] = []
+        tag = secrets.token_hex(4)
+        while "BYE" not in methods:
+            request = self._receive()
+            if not isinstance(request, Request):
+                raise PeerError(f"unexpected response on the callee: {request.start_line()}")
+            methods.append(request.method)
+            if request.method == "INVITE":
+                self._respond(request, "200 OK", tag, body=sdp_offer(self.media_port))
+            elif request.method == "BYE":
+                self._respond(request, "200 OK", tag)
+        return methods
+
+    def _respond(self, request: Request, status: str, tag: str, *, body: str = "") -> None:
+        """A response as a UAS writes it (RFC 3261 8.2.6.2, 12.1.1: Vias and the
+        Record-Route set copied, a To tag of its own, its Contact)."""
+        assert self._sock is not None
+        copied = "".join(
+            f"{name}: {value}\r\n"
+            for name in ("Via", "Record-Route")
+            for value in request.headers.values(name.lower())
+        )
+        to = request.headers.get("to") or ""
+        if ";tag=" not in to:
+            to += f";tag={tag}"
+        content = "Content-Type: application/sdp\r\n" if body else ""
+        response = (
+            f"SIP/2.0 {status}\r\n{copied}"
+            f"From: {request.headers.get('from')}\r\nTo: {to}\r\n"
+            f"Call-ID: {request.call_id}\r\nCSeq: {request.headers.get('cseq')}\r\n"
+            f"Contact: <sip:{self.user}@{self.local};transport={self.transport.lower()}>\r\n"
+            f"{content}Content-Length: {len(body)}\r\n\r\n{body}"
+        )
+        self._sock.sendall(response.encode())
 
     def call(
         self,
@@ -203,15 +258,15 @@ class ScriptedPhone:
     def _receive(self) -> Request | Response:
         assert self._sock is not None
         while True:
-            event = self._parser.next_event() if self.context is not None else None
+            event = self._parser.next_event() if self._stream else None
             if isinstance(event, Request | Response):
                 self.received.append(event.to_bytes())
                 return event
             if event is None:
                 data = self._sock.recv(65535)
                 if not data:
-                    raise PeerError("the gateway closed the TLS connection")
-                if self.context is None:  # a datagram is one message
+                    raise PeerError(f"the gateway closed the {self.transport} connection")
+                if not self._stream:  # a datagram is one message
                     message = parse_message(data)
                     assert isinstance(message, Request | Response)
                     self.received.append(data)

@@ -247,9 +247,7 @@ def run_gateway(
     ``reload`` reads the configuration again on SIGHUP.
     """
     gateway_settings(config)  # every configuration error before a worker starts
-    listeners = listeners_of(config)
-    streams = any(listener.transport != "udp" for listener in listeners)
-    count = worker_count(config.gateway.workers, streams=streams)
+    count = worker_count(config.gateway.workers)
     if count == 1:
         return run_worker(config, json_lines=json_lines, duration=duration, reload=reload)
     # Each worker stops by itself after ``duration``; one that ended cleanly is

@@ -111,7 +111,6 @@ class GatewayServer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         if self.media is not None:
             await self.media.start()
         for listener in self.listeners:
@@ -119,39 +118,52 @@ class GatewayServer:
                 udp = DatagramSocket(listener.host, listener.port, self._datagram)
                 self._udp[6 if ":" in listener.host else 4] = udp
             else:
-                context = self.server_tls if listener.transport == "tls" else None
-                name = listener.transport
-                server = await loop.create_server(
-                    lambda name=name: _Stream(self, name),
-                    listener.host,
-                    listener.port,
-                    ssl=context,
-                    reuse_port=True,
-                )
-                self._servers.append(server)
+                await self._listen_stream(listener)
             log.info("listening on %s:%s", listener.transport, listener.hostport)
         await self._open_inside_socket()
 
     async def _open_inside_socket(self) -> None:
-        """A UDP socket of its own at the inside face, unless a UDP listener is that
-        address: the PBX answers to the Via we write there. A TLS-only gateway needs
-        one for a UDP PBX, and so does each of several workers, whose inside ports
-        differ so that the PBX's answers and in-dialog requests come back to the
-        worker that has the call (the kernel would spread them by the PBX's address
-        alone, all to one worker)."""
+        """A socket of its own at the inside face, unless a listener is that address:
+        the PBX answers to the Via we write there and sends in-dialog requests and
+        calls for the phones to the Record-Route and Contacts we write there. A
+        TLS-only gateway needs one for a UDP PBX, and so does each of several
+        workers, whose inside ports differ so that the PBX's answers and requests
+        come back to the worker that has the call (the kernel would spread them by
+        the PBX's address alone, all to one worker). A TCP or TLS PBX opens its own
+        connections to that port for what it sends first."""
         inside = self.core.settings.inside
-        if inside.transport != "udp":
-            return
         for listener in self.listeners:
-            if listener.transport == "udp" and (listener.host, listener.port) == (
+            if (listener.transport, listener.host, listener.port) == (
+                inside.transport,
                 inside.host,
                 inside.port,
             ):
                 return
-        udp = DatagramSocket(inside.host, inside.port, self._datagram)
-        self._inside_udp = udp
-        self._udp.setdefault(6 if ":" in inside.host else 4, udp)
-        log.info("talking to the PBX from udp:%s", inside.hostport)
+        if inside.transport == "udp":
+            udp = DatagramSocket(inside.host, inside.port, self._datagram)
+            self._inside_udp = udp
+            self._udp.setdefault(6 if ":" in inside.host else 4, udp)
+        elif inside.transport == "tls" and self.server_tls is None:
+            log.warning(
+                "the PBX cannot open TLS connections to %s: no [gateway.tls] certificate",
+                inside.hostport,
+            )
+            return
+        else:
+            await self._listen_stream(inside)
+        log.info("talking to the PBX from %s:%s", inside.transport, inside.hostport)
+
+    async def _listen_stream(self, listener: Endpoint) -> None:
+        context = self.server_tls if listener.transport == "tls" else None
+        name = listener.transport
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _Stream(self, name),
+            listener.host,
+            listener.port,
+            ssl=context,
+            reuse_port=True,
+        )
+        self._servers.append(server)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set, then close every listener and connection."""

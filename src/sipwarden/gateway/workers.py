@@ -28,20 +28,15 @@ log = logging.getLogger("sipwarden.gateway")
 MAX_RESTARTS: Final = 5
 
 
-def worker_count(configured: int, *, streams: bool) -> int:
+def worker_count(configured: int) -> int:
     """The number of workers: as configured, one per core for 0.
 
-    Streams (tcp:/tls: listeners) keep one worker: the PBX's answer to a phone
-    on a TCP connection may reach another worker than the one holding that
-    connection, and handing it over between workers is not built yet.
+    UDP, TCP and TLS listeners alike: a phone's connection stays with the
+    worker that accepted it, and what the PBX sends for that phone reaches the
+    same worker, because the worker wrote its own inside port into the
+    Contact alias, Via and Record-Route the PBX uses (see :mod:`.command`).
     """
-    wanted = configured or os.cpu_count() or 1
-    if streams and wanted > 1:
-        # A warning only when asked for by name: the default (one per core) is quietly one.
-        report = log.warning if configured else log.info
-        report("tcp:/tls: listeners run in one worker (%d wanted)", wanted)
-        return 1
-    return wanted
+    return configured or os.cpu_count() or 1
 
 
 def supervise(count: int, run_worker: Callable[[int], int]) -> int:
