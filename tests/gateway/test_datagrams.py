@@ -6,6 +6,8 @@ import asyncio
 import socket
 from collections.abc import Callable
 
+import pytest
+
 from sipwarden.gateway.datagrams import BATCH, BUFFER_BYTES, DatagramSocket
 from sipwarden.gateway.model import Endpoint
 
@@ -87,3 +89,27 @@ def test_buffers_are_large() -> None:
     for size, limit in zip(asyncio.run(scenario()), limits, strict=True):
         # Linux doubles the value set (for its bookkeeping) and reports that.
         assert size >= 2 * min(BUFFER_BYTES, limit)
+
+
+def test_a_failing_handler_costs_one_datagram_not_the_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> list[bytes]:
+        handled: list[bytes] = []
+
+        def handle(data: bytes, source: Endpoint, now: float) -> None:
+            if data == b"poison":
+                raise RuntimeError("a bug")
+            handled.append(data)
+
+        port = _free_port()
+        udp = DatagramSocket(HOST, port, handle)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+            for data in (b"one", b"poison", b"two"):
+                phone.sendto(data, (HOST, port))
+            await _wait_for(lambda: len(handled) == 2)
+        udp.close()
+        return handled
+
+    assert asyncio.run(scenario()) == [b"one", b"two"]
+    assert "could not be handled" in caplog.text

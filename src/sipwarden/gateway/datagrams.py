@@ -97,7 +97,12 @@ class DatagramSocket:
                 # peer is gone; the next datagram is still there to read.
                 log.debug("UDP error: %s", error)
                 continue
-            receive(data, peer_endpoint("udp", address), time.time())
+            try:
+                receive(data, peer_endpoint("udp", address), time.time())
+            except Exception:
+                # A bug must cost one datagram, not the rest of the batch (and the
+                # traceback is what a report needs). Zero-cost when nothing raises.
+                log.exception("a datagram from %s:%s could not be handled", *address[:2])
 
     def send(self, data: bytes, to: Endpoint) -> None:
         address = (to.host, to.port)
