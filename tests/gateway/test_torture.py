@@ -252,7 +252,7 @@ def kept_fields(message: Message) -> list[tuple[str, str]]:
     return [
         (field.key, field.value)
         for field in message.headers
-        if field.key not in PROXY_HEADERS and not STRIPPED.matches(field.name)
+        if field.key not in PROXY_HEADERS and not STRIPPED.matches(field.key)
     ]
 
 

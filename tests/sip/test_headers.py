@@ -302,13 +302,15 @@ def test_set_replaces_first_in_place_and_drops_others() -> None:
     assert headers.keys()[-1] == "contact"
 
 
-def test_filter_keeps_matching_fields() -> None:
+def test_remove_where_removes_matching_fields_and_forgets_only_their_views() -> None:
     headers = sample()
-    removed = headers.filter(lambda field: not field.key.startswith("user"))
+    via = headers.typed("via", lambda current: current.values("via"))
+    removed = headers.remove_where(lambda key: key.startswith("user"))
     assert removed == 1
     assert "user-agent" not in headers
+    assert headers.typed("via", lambda current: []) is via  # the untouched view is kept
     headers.edited = False
-    assert headers.filter(lambda field: True) == 0
+    assert headers.remove_where(lambda key: False) == 0
     assert not headers.edited  # nothing removed, nothing changed
 
 
@@ -341,9 +343,9 @@ def parsed_headers() -> Headers:
         lambda headers: headers.set("Via", "SIP/2.0/UDP x;branch=z9hG4bK2"),
         lambda headers: headers.remove("Via"),
         lambda headers: headers.remove_first("Via"),
-        lambda headers: headers.filter(lambda field: field.key != "via"),
+        lambda headers: headers.remove_where(lambda key: key == "via"),
     ],
-    ids=["add", "insert_before", "set", "remove", "remove_first", "filter"],
+    ids=["add", "insert_before", "set", "remove", "remove_first", "remove_where"],
 )
 def test_typed_view_cache_is_dropped_on_edit(edit: Callable[[Headers], object]) -> None:
     headers = parsed_headers()

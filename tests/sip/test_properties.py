@@ -276,7 +276,7 @@ def test_edited_message_reparses_with_the_edit(data: bytes, edit: str) -> None:
         message.headers.insert_before("Via", value)
         expected.insert([key for key, _ in expected].index("via"), ("via", value))
     elif edit == "remove_ext":
-        message.headers.filter(lambda field: not field.key.startswith("x-"))
+        message.headers.remove_where(lambda key: key.startswith("x-"))
         expected = [(key, value) for key, value in expected if not key.startswith("x-")]
     else:
         body = b"replaced body\r\n"

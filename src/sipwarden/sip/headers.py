@@ -436,17 +436,22 @@ class Headers:
         self._raws[first] = None
         self._changed(key)
 
-    def filter(self, keep: Callable[[HeaderField], bool]) -> int:
-        """Keep only the fields for which ``keep`` is true; returns how many went."""
-        kept = [field for field in self if keep(field)]
-        removed = len(self._keys) - len(kept)
-        if removed:
-            self._keys = [field.key for field in kept]
-            self._names = [field.name for field in kept]
-            self._values = [field.value for field in kept]
-            self._raws = [field.raw for field in kept]
-            self._changed()
-        return removed
+    def remove_where(self, match: Callable[[str], bool]) -> int:
+        """Remove every field whose canonical key ``match`` accepts; returns how many went.
+
+        Decided on the keys alone (lower-case, compact forms expanded), and only the
+        typed views of the removed keys are forgotten: a proxy strips a few headers
+        from most messages and reads the others afterwards.
+        """
+        gone = [index for index, key in enumerate(self._keys) if match(key)]
+        if not gone:
+            return 0
+        removed_keys = {self._keys[index] for index in gone}
+        for index in reversed(gone):
+            self._delete(index)
+        for key in removed_keys:
+            self._changed(key)
+        return len(gone)
 
     def clear_cache(self) -> None:
         """Drop every typed view (they are parsed again on next access)."""
