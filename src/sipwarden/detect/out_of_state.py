@@ -10,15 +10,13 @@ with in-dialog requests, and of spoofing: responses arriving for requests
 nobody sent are what a reflection or amplification attack against the
 protected address looks like.
 
-:class:`OutOfStateDetector` keeps a *passive* view of the signalling with the
-sans-IO state machines of :mod:`sipwarden.sip`: a
-:class:`~sipwarden.sip.transaction.TransactionTable` of ``observer=True``
-server transactions (every request creates one, the responses that travel
-back go through it) and a :class:`~sipwarden.sip.dialog.DialogTable`. Both
-match by protocol identity (Via branch and sent-by, CSeq, Call-ID and tags),
-never by direction, so the view is the same whether the monitor can tell
-inbound from outbound or not, and requests are attributed to their transport
-source.
+:class:`OutOfStateDetector` keeps a *passive* view of the signalling
+(:mod:`.passive_state`): server transactions (every request starts one, the
+responses that travel back go through it) and dialogs, each no more than its
+key and its phase, so that the view holds many of them cheaply. Both match by
+protocol identity (Via branch and sent-by, CSeq, Call-ID and tags), never by
+direction, so the view is the same whether the monitor can tell inbound from
+outbound or not, and requests are attributed to their transport source.
 
 A passive monitor has blind spots, and each is handled so that it does not
 turn into a flood of false alarms:
@@ -62,20 +60,18 @@ from sipwarden.engine.contract import (
 from sipwarden.engine.engine import Findings
 from sipwarden.engine.state import BoundedTable, prefix64
 from sipwarden.errors import ConfigError, ProtocolError
-from sipwarden.sip.dialog import DIALOG_IDLE_TIMEOUT, DialogTable
-from sipwarden.sip.message import Message, Request, Response
+from sipwarden.sip.dialog import DIALOG_IDLE_TIMEOUT, DialogState
+from sipwarden.sip.message import Request, Response
 from sipwarden.sip.timers import DEFAULT_TIMERS
 from sipwarden.sip.transaction import (
-    MAX_TRANSACTION_AGE,
-    Ignored,
     TransactionKey,
-    TransactionTable,
+    cancel_key,
     server_key,
     server_key_of_response,
-    server_transaction,
 )
 
 from .common import EvidenceTally, describe, to_tag
+from .passive_state import DialogKey, PassiveDialogs, PassiveTransactions, dialog_key
 
 __all__ = [
     "RULE_ACK",
@@ -152,14 +148,23 @@ class OutOfStateSettings:
     # Bounds (DESIGN: everything bounded; the whole engine stays under 200 MB
     # under a flood of spoofed sources, tests/engine/test_memory.py). A
     # (source, rule) tally costs about 1 KiB (tracemalloc), so 20k cost ~20 MiB.
-    # An observed transaction costs ~4.7 KiB with the request it holds
-    # (measured under a spoofed INVITE flood), so the passive view keeps 8192
-    # (~38 MiB): enough for ~128 new transactions/s within Timer B's 64 s. An
-    # evicted transaction only costs a missed out-of-state finding, and
-    # findings are suspended for a window after evictions (no false alarms).
     max_sources: int = 20_000
-    max_transactions: int = 8192
-    max_dialogs: int = 16_384
+    # The passive view keeps a transaction as its key and phase: ~0.4 KiB
+    # (tracemalloc, spoofed INVITE flood), so 65,536 cost ~26 MiB and hold
+    # every transaction of ~2000 requests/s, each kept 64*T1 (32 s) after its
+    # final response (Timers H, J, L). A forged in-dialog request also holds a
+    # suspect (~0.55 KiB) until its answer, at most as many as transactions: a
+    # flood of forged BYEs from 120k spoofed sources measured 137 MB for the
+    # whole engine. An evicted transaction only costs a missed out-of-state
+    # finding, and findings are suspended for a window after evictions (no
+    # false alarms).
+    max_transactions: int = 65_536
+    # A dialog is its Call-ID, tags and state: ~0.3 KiB, so 65,536 calls at
+    # once cost ~20 MiB (the call legs a 2xx proved are bounded alike).
+    max_dialogs: int = 65_536
+    # A confirmed dialog with no request for this long is assumed dead (its
+    # BYE was lost): longer than a long call without session timers (RFC 4028
+    # refreshes every 30 minutes by default).
     idle_dialog_timeout: float = DIALOG_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:
@@ -186,7 +191,7 @@ class _Finding(NamedTuple):
     reason: str
     verdict: Verdict
     transaction: TransactionKey | None = None  # its server transaction, to settle by the answer
-    leg: tuple[str, str, str] | None = None  # its call leg, adopted when the answer proves it
+    leg: DialogKey | None = None  # its call leg, adopted when the answer proves it
 
 
 class _Suspect(NamedTuple):
@@ -194,23 +199,18 @@ class _Suspect(NamedTuple):
 
     tallies: tuple[tuple[str, str], ...]
     responder: str  # the address the request went to: only its 2xx proves anything
-    leg: tuple[str, str, str] | None
-
-
-def _leg(message: Message) -> tuple[str, str, str] | None:
-    # A call leg seen from either side: Call-ID and the two tags, in a fixed order.
-    call_id = message.call_id
-    their_tag = to_tag(message)
-    from_ = message.from_
-    from_tag = None if from_ is None else from_.tag
-    if call_id is None or not their_tag or not from_tag:
-        return None
-    low, high = sorted((from_tag, their_tag))
-    return (call_id, low, high)
+    leg: DialogKey | None
 
 
 def _status_class(status: int) -> str:
     return f"{status // 100}xx"
+
+
+def _in_dialog(method: str, state: DialogState) -> str:
+    # "BYE in a terminated dialog", "ACK in an early dialog".
+    adjective = state.value.lower()
+    article = "an" if adjective[0] in "aeiou" else "a"
+    return f"{method} in {article} {adjective} dialog"
 
 
 class _Blindness:
@@ -237,10 +237,8 @@ class OutOfStateDetector:
 
     def __init__(self, settings: OutOfStateSettings | None = None) -> None:
         self.settings = settings = settings or OutOfStateSettings()
-        self.transactions = TransactionTable(
-            max_entries=settings.max_transactions, max_age=MAX_TRANSACTION_AGE
-        )
-        self.dialogs = DialogTable(
+        self.transactions = PassiveTransactions(max_entries=settings.max_transactions)
+        self.dialogs = PassiveDialogs(
             max_dialogs=settings.max_dialogs,
             idle_timeout=settings.idle_dialog_timeout,
             methods=settings.dialog_methods,
@@ -298,7 +296,7 @@ class OutOfStateDetector:
             self._judge(obs, finding, findings, now)
 
     def expire(self, now: float) -> None:
-        """Fire the transactions' timers and drop expired dialogs, tallies and memories."""
+        """Drop the transactions and dialogs whose time is up, and expired tallies and memories."""
         self._next_sweep = now + _SWEEP_EVERY
         self.transactions.expire(now)
         self.dialogs.expire(now)
@@ -312,16 +310,17 @@ class OutOfStateDetector:
 
     def _request(self, obs: Observation, request: Request, now: float) -> _Finding | None:
         method = request.method
-        transaction = self.transactions.match_request(request)
-        if transaction is not None:
-            # A retransmission, or the ACK of a non-2xx final (17.2.3).
-            actions = transaction.receive_request(request, now)
-            if method == "ACK" and any(isinstance(action, Ignored) for action in actions):
+        # None: no Via (or, for RFC 2543, no Call-ID/From/CSeq): nothing can match it.
+        key = server_key(request)
+        transactions = self.transactions
+        if key is not None and key in transactions:
+            # A retransmission (absorbed), or the ACK of the INVITE's final response (17.2.3).
+            if method == "ACK" and not transactions.acknowledge(key, request, now):
                 return _Finding(
                     RULE_ACK,
                     method,
-                    f"ACK for an INVITE still in {transaction.state.value}: no final "
-                    "response to acknowledge (RFC 3261 17.2.1)",
+                    "ACK for an INVITE still in Proceeding: no final response to "
+                    "acknowledge (RFC 3261 17.2.1)",
                     _DROP_ACK,
                 )
             return None
@@ -329,9 +328,10 @@ class OutOfStateDetector:
             return self._ack(request, now)
         # Every new request starts a server transaction (17.2.3), out of state
         # or not, so that its answer matches and is not counted a second time.
-        key = self._track(request, now)
+        if key is not None:
+            transactions.begin(key, now)
         if method == "CANCEL":
-            if self.transactions.match_cancel(request) is not None:
+            if cancel_key(request) in transactions:
                 return None
             return _Finding(
                 RULE_CANCEL,
@@ -344,58 +344,47 @@ class OutOfStateDetector:
             if method in ("SUBSCRIBE", "REFER"):
                 self._expect_subscription(request, now)
             return None
-        outcome = self.dialogs.on_request(request, now)
-        if outcome is not None and not outcome.ignored:
-            return None  # in its dialog (a CSeq out of order is not our rule)
-        if method not in self.settings.in_dialog_methods:
-            return None
-        leg = _leg(request)
+        leg = dialog_key(request)
+        fit = self.dialogs.on_request(leg, method, now)
+        if fit.fits or method not in self.settings.in_dialog_methods:
+            return None  # in its dialog, or a method UAs use loosely
         if leg is not None and self._is_adopted(leg, now):
             return None
         if method == "NOTIFY" and self._subscription_pending(request):
             if leg is not None:
                 self._adopted.put(leg, None, now)
             return None
-        reason = (
-            "a To tag, but no such dialog (RFC 3261 12.2.2: answered 481)"
-            if outcome is None
-            else f"{outcome.reason} (RFC 3261 12.2.2: answered 481)"
-        )
+        why = "a To tag, but no such dialog" if fit.state is None else _in_dialog(method, fit.state)
+        reason = f"{why} (RFC 3261 12.2.2: answered 481)"
         return _Finding(RULE_IN_DIALOG, method, reason, _REJECT_IN_DIALOG, key, leg)
 
     def _ack(self, ack: Request, now: float) -> _Finding | None:
         # 17.1.1.3 / 13.2.2.4: the ACK for a 2xx is a transaction of its own
         # (a new branch) and belongs to the dialog the 2xx confirmed.
-        outcome = self.dialogs.on_request(ack, now)
-        if outcome is not None and not outcome.ignored:
-            return None
-        leg = _leg(ack)
-        if leg is not None and self._is_adopted(leg, now):
+        leg = dialog_key(ack)
+        fit = self.dialogs.on_request(leg, "ACK", now)
+        if fit.fits or (leg is not None and self._is_adopted(leg, now)):
             return None
         reason = (
             "ACK matches no INVITE transaction and no dialog (RFC 3261 17.2.3, 13.2.2.4)"
-            if outcome is None
-            else f"ACK: {outcome.reason}"
+            if fit.state is None
+            else f"{_in_dialog('ACK', fit.state)}: no 2xx to acknowledge (RFC 3261 13.2.2.4)"
         )
         return _Finding(RULE_ACK, "ACK", reason, _DROP_ACK)
 
     def _response(self, obs: Observation, response: Response, now: float) -> _Finding | None:
-        transaction = self.transactions.match_server_response(response)
-        if transaction is not None:
-            # Out-of-order responses the machine has no arrow for (a 180
-            # overtaken by its 200 on UDP) are Ignored there and benign here.
-            transaction.send_response(response, now)
-            # DialogTable.on_response trusts the response to create dialogs:
-            # only one that answers an observed request gets that far.
-            self.dialogs.on_response(response, now, request=transaction.request)
-            if response.status >= 200:
-                self._settle(transaction.key, obs, response, now)
-            return None
-        if self.dialogs.match(response) is not None:
-            # A late 2xx retransmission (13.3.1.4) after the transaction ended.
+        key = server_key_of_response(response)
+        if key is not None and self.transactions.respond(key, response, now):
+            # Only a response that answers an observed request may create a
+            # dialog. Out-of-order ones (a 180 overtaken by its 200 on UDP)
+            # change nothing and are benign.
             self.dialogs.on_response(response, now)
+            if response.status >= 200:
+                self._settle(key, obs, response, now)
             return None
-        if server_key_of_response(response) is None:
+        if self.dialogs.on_late_response(response, now):
+            return None  # a late 2xx retransmission (13.3.1.4) after the transaction ended
+        if key is None:
             return None  # no Via or CSeq: nothing could ever match it; it is malformed
         return _Finding(
             RULE_RESPONSE,
@@ -403,13 +392,6 @@ class OutOfStateDetector:
             f"{response.status} answers no observed request (RFC 3261 17.1.3)",
             _DROP_RESPONSE,
         )
-
-    def _track(self, request: Request, now: float) -> TransactionKey | None:
-        if server_key(request) is None:
-            return None  # no Via (or, for RFC 2543, no Call-ID/From/CSeq): not keyable
-        transaction = server_transaction(request, now=now, observer=True)
-        self.transactions.add(transaction, now)
-        return transaction.key
 
     def _note_evictions(self, now: float) -> None:
         # The bounds pushed state out (a flood of requests or calls, or a
@@ -425,7 +407,7 @@ class OutOfStateDetector:
             blind.dialog_evictions = evicted
             blind.dialogs_until = now + self.settings.window
 
-    def _is_adopted(self, leg: tuple[str, str, str], now: float) -> bool:
+    def _is_adopted(self, leg: DialogKey, now: float) -> bool:
         if leg not in self._adopted:
             return False
         self._adopted.put(leg, None, now)  # in use: keep it as long as the call goes on
