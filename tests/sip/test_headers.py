@@ -503,3 +503,13 @@ def test_an_edit_forgets_only_the_typed_views_of_the_header_it_changed() -> None
     assert calls == ["call-id"]  # not parsed again
     headers.set("Call-ID", "c2")
     assert headers.typed("call-id", parse_call_id) == "c2"
+
+
+def test_seed_sets_the_view_an_edit_would_parse_again() -> None:
+    headers = sample()
+    vias = headers.values("via")
+    headers.replace_all("Via", vias[1:])
+    headers.seed("via", ["seeded"])
+    assert headers.typed("via", lambda current: ["parsed"]) == ["seeded"]
+    headers.add("Via", "SIP/2.0/UDP d;branch=z9hG4bK4")  # a later edit forgets it
+    assert headers.typed("via", lambda current: ["parsed"]) == ["parsed"]

@@ -167,7 +167,9 @@ class Router:
         branch = top.branch or ""
         if not branch.startswith(BRANCH_PREFIX) or top.sent_by != face.hostport:
             return None
+        remaining = message.via[1:]
         message.headers.replace_all("Via", vias[1:])
+        message.headers.seed("via", remaining)  # the same fields: no second parse
         return top
 
     def hidden_vias(self, via: Via) -> tuple[str, ...] | None:

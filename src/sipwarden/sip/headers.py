@@ -453,6 +453,12 @@ class Headers:
             self._changed(key)
         return len(gone)
 
+    def seed(self, key: str, view: object) -> None:
+        """Set the typed view of ``key`` after an edit, when the caller already holds
+        what parsing the new fields would give (a proxy that pops the top Via keeps the
+        rest of the parsed list): the next read need not parse them again."""
+        self._cache[key] = view
+
     def clear_cache(self) -> None:
         """Drop every typed view (they are parsed again on next access)."""
         self._cache.clear()
