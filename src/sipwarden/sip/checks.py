@@ -104,9 +104,10 @@ def _check_syntax(request: Request) -> Rejection | None:
             rule=error.rule,
             detail=str(error),
         )
-    headers = request.headers
+    keys = request.headers.keys()  # one list of canonical keys for both checks
+    present = set(keys)
     for key in MANDATORY_REQUEST_HEADERS:
-        if headers.get(key) is None:
+        if key not in present:
             return Rejection(
                 status=400,
                 reason=f"Missing {_CANONICAL_NAMES[key]}",
@@ -114,7 +115,7 @@ def _check_syntax(request: Request) -> Rejection | None:
                 detail=f"the request has no {_CANONICAL_NAMES[key]} header field",
             )
     for key in SINGLE_INSTANCE_HEADERS:
-        if len(headers.get_all(key)) > 1:
+        if keys.count(key) > 1:
             return Rejection(
                 status=400,
                 reason=f"Multiple {_CANONICAL_NAMES[key]}",
