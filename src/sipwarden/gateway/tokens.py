@@ -33,6 +33,8 @@ import hmac
 from collections.abc import Sequence
 from typing import Final
 
+from sipwarden.sip.memo import Memo
+
 __all__ = ["MAX_TOKEN", "TokenSigner"]
 
 _SEPARATOR: Final = "\x1f"  # the unit separator: never in a SIP field we encode
@@ -62,6 +64,10 @@ class TokenSigner:
         self._mac_key = _subkey(key, b"sipwarden token mac")
         self._enc_key = _subkey(key, b"sipwarden token encryption")
         self._digest_key = _subkey(key, b"sipwarden digest")
+        # Tokens are deterministic: a dialog, a phone and the PBX repeat theirs
+        # (the PBX's Contact and route set are the same in every call).
+        self._sealed: Memo[tuple[str, tuple[str, ...]], str] = Memo(self._seal)
+        self._opened: Memo[tuple[str, str], tuple[str, ...] | None] = Memo(self._open)
 
     def _iv(self, purpose: str, payload: bytes) -> bytes:
         # The purpose is in the MAC, so a Contact token cannot be replayed as a
@@ -76,14 +82,22 @@ class TokenSigner:
         return mixed.to_bytes(len(data), "big")
 
     def seal(self, purpose: str, fields: Sequence[str]) -> str:
-        payload = _SEPARATOR.join(fields).encode("utf-8", "surrogateescape")
-        iv = self._iv(purpose, payload)
-        return _encode(iv + self._xor(iv, payload))
+        return self._sealed((purpose, tuple(fields)))
 
     def open(self, purpose: str, token: str) -> tuple[str, ...] | None:
         """The fields sealed in ``token``, or ``None`` if it is not one of ours."""
         if len(token) > MAX_TOKEN:
             return None
+        return self._opened((purpose, token))
+
+    def _seal(self, key: tuple[str, tuple[str, ...]]) -> str:
+        purpose, fields = key
+        payload = _SEPARATOR.join(fields).encode("utf-8", "surrogateescape")
+        iv = self._iv(purpose, payload)
+        return _encode(iv + self._xor(iv, payload))
+
+    def _open(self, key: tuple[str, str]) -> tuple[str, ...] | None:
+        purpose, token = key
         try:
             raw = _decode(token)
         except (binascii.Error, ValueError):

@@ -263,13 +263,13 @@ def parse_expires(headers: Headers) -> int | None:
 
 # A PBX sees the same Request-URIs (its extensions, its trunks) over and over;
 # parsed URIs are immutable, so each is parsed once (see memo.py).
-STRICT_URIS: Memo[Uri] = Memo(lambda text: parse_uri(text, strict=True))
-LENIENT_URIS: Memo[Uri] = Memo(lambda text: parse_uri(text, strict=False))
+STRICT_URIS: Memo[str, Uri] = Memo(lambda text: parse_uri(text, strict=True))
+LENIENT_URIS: Memo[str, Uri] = Memo(lambda text: parse_uri(text, strict=False))
 
 # Parsed addresses are immutable: the same value (a dialog's From and To, a
 # phone's Contact) is parsed once. Strict and lenient parses differ, so two memos.
-_STRICT_ADDRESSES: Memo[NameAddr] = Memo(lambda text: parse_name_addr(text, strict=True))
-_LENIENT_ADDRESSES: Memo[NameAddr] = Memo(lambda text: parse_name_addr(text, strict=False))
+_STRICT_ADDRESSES: Memo[str, NameAddr] = Memo(lambda text: parse_name_addr(text, strict=True))
+_LENIENT_ADDRESSES: Memo[str, NameAddr] = Memo(lambda text: parse_name_addr(text, strict=False))
 
 
 def _address(text: str, strict: bool) -> NameAddr:

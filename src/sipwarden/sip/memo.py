@@ -1,4 +1,4 @@
-"""A bounded memo for parsed header values.
+"""A bounded memo for parsed header values (and other pure functions of a key).
 
 SIP repeats itself: a dialog's requests and responses carry the same From,
 To, Contact and Via values, and a PBX's traffic the same Request-URIs again
@@ -11,31 +11,36 @@ amount of memory. Errors are never memoised: a bad value raises every time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["Memo"]
 
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
-class Memo(Generic[T]):
-    """``text -> parse(text)``, at most ``max_entries`` remembered."""
+class Memo(Generic[K, T]):
+    """``key -> parse(key)``, at most ``max_entries`` remembered.
+
+    ``parse`` must be a pure function of its key (the same result every time),
+    and its results immutable: they are shared by every caller.
+    """
 
     __slots__ = ("_entries", "_parse", "max_entries")
 
-    def __init__(self, parse: Callable[[str], T], *, max_entries: int = 4096) -> None:
+    def __init__(self, parse: Callable[[K], T], *, max_entries: int = 4096) -> None:
         self._parse = parse
-        self._entries: dict[str, T] = {}
+        self._entries: dict[K, T] = {}
         self.max_entries = max_entries
 
-    def __call__(self, text: str) -> T:
-        value = self._entries.get(text)
+    def __call__(self, key: K) -> T:
+        value = self._entries.get(key)
         if value is None:
-            value = self._parse(text)
+            value = self._parse(key)
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
-            self._entries[text] = value
+            self._entries[key] = value
         return value
 
     def __len__(self) -> int:
