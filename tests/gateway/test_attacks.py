@@ -439,14 +439,16 @@ _STOPPED = re.compile(r"gateway stopped: (.*)$", re.MULTILINE)
 
 
 def gateway_counters(stderr: str) -> dict[str, int]:
-    """The counters of the gateway's last "gateway stopped: banned N, bogon N, ..." line."""
+    """The gateway's counters: the sum of its "gateway stopped: banned N, bogon N, ..."
+    lines, one per worker."""
     lines = _STOPPED.findall(stderr)
     if not lines:
         raise PeerError(f"the gateway did not log its counters:\n{stderr[-2000:]}")
     counters: dict[str, int] = {}
-    for part in lines[-1].split(", "):
-        name, _, value = part.rpartition(" ")
-        counters[name] = int(value)
+    for line in lines:
+        for part in line.split(", "):
+            name, _, value = part.rpartition(" ")
+            counters[name] = counters.get(name, 0) + int(value)
     return counters
 
 
