@@ -1046,6 +1046,81 @@ def test_merge_replaces_by_name_in_place() -> None:
     assert [(s.name, s.tool) for s in merged] == [("a", "U"), ("b", "T")]
 
 
+SCREENED = """
+[[signature]]
+name = "tag-first"
+tool = "T"
+severity = "low"
+confidence = "medium"
+from_tag = "^probe-"
+
+[[signature]]
+name = "agent-and-tag"
+tool = "T"
+severity = "low"
+confidence = "medium"
+user_agent = "^Probe/"
+from_tag = "-7$"
+
+[[signature]]
+name = "header-only"
+tool = "T"
+severity = "low"
+confidence = "medium"
+headers = { "X-Probe" = "^yes$" }
+
+[[signature]]
+name = "agent-only"
+tool = "U"
+severity = "low"
+confidence = "medium"
+user_agent = "^Probe/"
+"""
+
+
+def screened_probe(*, tag: str = "probe-7", agent: str = "Probe/1", extra: str = "") -> bytes:
+    return sip(
+        "OPTIONS sip:192.0.2.7 SIP/2.0",
+        "Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKs1",
+        f"From: <sip:a@10.1.1.1>;tag={tag}",
+        "To: <sip:192.0.2.7>",
+        "Call-ID: s1@10.1.1.1",
+        "CSeq: 1 OPTIONS",
+        f"User-Agent: {agent}",
+        *([extra] if extra else []),
+    )
+
+
+def test_matches_come_in_signature_order_whichever_field_screens_them() -> None:
+    detector = ScannerDetector(signatures=load_signatures(SCREENED))
+    names = [found.signature.name for found in detector.match(request(screened_probe()))]
+    assert names == ["tag-first", "agent-and-tag", "agent-only"]
+    # The first regex screens a signature in; the others must still match.
+    assert matched_names(screened_probe(tag="probe-8"), detector) == {"tag-first", "agent-only"}
+    assert matched_names(screened_probe(extra="X-Probe: yes"), detector) == {
+        "tag-first",
+        "agent-and-tag",
+        "header-only",
+        "agent-only",
+    }
+    assert matched_names(screened_probe(tag="t", agent="Phone/1"), detector) == set()
+
+
+def test_remembered_screen_verdicts_are_bounded_and_change_no_result() -> None:
+    detector = ScannerDetector(signatures=load_signatures(SCREENED))
+    for index in range(3000):  # a flood of unique User-Agents, some of them a tool's
+        agent = f"Probe/{index}" if index % 7 == 0 else f"Phone/{index}"
+        expected = {"tag-first", "agent-and-tag", "agent-only"} if index % 7 == 0 else {"tag-first"}
+        assert matched_names(screened_probe(agent=agent), detector) == expected
+    assert all(len(screen.verdicts) <= 1024 for screen in detector._screens)
+    # A value seen before gets the verdict it got then.
+    assert matched_names(screened_probe(agent="Probe/7"), detector) == {
+        "tag-first",
+        "agent-and-tag",
+        "agent-only",
+    }
+
+
 def entry(**keys: str) -> str:
     base = {
         "name": '"probe-x"',

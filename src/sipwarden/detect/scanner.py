@@ -172,11 +172,12 @@ class RequestFields:
         cache = self._cache
         if name in cache:
             return cache[name]
-        if name.startswith("headers."):
+        extract = _EXTRACTORS.get(name)
+        if extract is None:  # "headers.<key>": a raw header value
             value = self.message.headers.get(name[8:])
         else:
             try:
-                value = _EXTRACTORS[name](self)
+                value = extract(self)
             except RemoteProtocolError:  # attacker bytes: the field is absent
                 value = None
         if value is not None:
@@ -708,6 +709,57 @@ def signatures_for(settings: ScannerSettings) -> tuple[Signature, ...]:
 
 # -- the detector --------------------------------------------------------------------------
 
+# Distinct values whose screening is remembered per field (see _Screen).
+_SCREEN_MEMO_ENTRIES: Final = 1024
+
+
+class _Screen:
+    """The signatures whose first regex searches one field, and their verdicts on recent values.
+
+    The verdict on a value is remembered: the User-Agents, Contacts and From
+    parts of ongoing traffic repeat, and one dictionary lookup costs less
+    than the dozen regex searches it stands for. A regex search depends on
+    the value alone, so remembering it changes no result. When full, the
+    memo starts over (sip.memo's policy): a flood of unique values costs a
+    fixed amount of memory (``_SCREEN_MEMO_ENTRIES`` values of at most
+    ``max_field_length`` characters) and the regexes it would have cost anyway.
+    """
+
+    __slots__ = ("entries", "field", "verdicts")
+
+    def __init__(self, field_name: str, entries: Sequence[tuple[int, re.Pattern[str]]]) -> None:
+        self.field = field_name
+        self.entries = tuple(entries)
+        # value -> the indices of the signatures whose first regex finds it.
+        self.verdicts: dict[str, tuple[int, ...]] = {}
+
+    def judge(self, value: str) -> tuple[int, ...]:
+        """Search ``value`` with every regex of the screen and remember the verdict."""
+        passing = tuple([index for index, regex in self.entries if regex.search(value) is not None])
+        verdicts = self.verdicts
+        if len(verdicts) >= _SCREEN_MEMO_ENTRIES:
+            verdicts.clear()
+        verdicts[value] = passing
+        return passing
+
+
+def _screens_of(signatures: Sequence[Signature]) -> tuple[tuple[_Screen, ...], tuple[int, ...]]:
+    """Signatures grouped by the field of their first regex, and those without a regex.
+
+    A request then costs one read per field, and a field it lacks costs
+    nothing more; the full match runs only on the signatures screened in.
+    """
+    by_field: dict[str, list[tuple[int, re.Pattern[str]]]] = {}
+    unscreened: list[int] = []
+    for index, signature in enumerate(signatures):
+        if signature.patterns:
+            field_name, regex = signature.patterns[0]
+            by_field.setdefault(field_name, []).append((index, regex))
+        else:
+            unscreened.append(index)
+    screens = tuple(_Screen(name, entries) for name, entries in by_field.items())
+    return screens, tuple(unscreened)
+
 
 class _Track:
     """What is known about one source (an address, or an IPv6 /64) running one tool."""
@@ -792,10 +844,7 @@ class ScannerDetector:
             signatures_for(self.settings) if signatures is None else tuple(signatures)
         )
         self._block_rank = _CONFIDENCE_RANK[self.settings.block_confidence]
-        self._plan = tuple(
-            (signature, signature.patterns[0] if signature.patterns else None)
-            for signature in self.signatures
-        )
+        self._screens, self._unscreened = _screens_of(self.signatures)
         # An entry idle for realert_after would alert on its next match anyway,
         # so that is also how long it needs to be kept.
         self._sources: BoundedTable[str, dict[str, _Track]] = BoundedTable(
@@ -811,15 +860,26 @@ class ScannerDetector:
         """Every signature ``request`` matches, in signature order (no state is touched)."""
         fields = RequestFields(request, limit=self.settings.max_field_length)
         get = fields.get
+        # Most signatures fail on their first regex (an ordinary phone's
+        # User-Agent): each field is read once for every signature it screens,
+        # and only the signatures screened in are matched in full.
+        candidates = list(self._unscreened)
+        unscreened = len(candidates)
+        for screen in self._screens:
+            value = get(screen.field)
+            if value is None:
+                continue  # no signature of this screen can match
+            passing = screen.verdicts.get(value)
+            if passing is None:
+                passing = screen.judge(value)
+            if passing:
+                candidates.extend(passing)
+        if len(candidates) > unscreened:
+            candidates.sort()  # back to signature order, which the results keep
+        signatures = self.signatures
         found: list[SignatureMatch] = []
-        for signature, first in self._plan:
-            # Most signatures fail on their first regex (an ordinary phone's
-            # User-Agent): checked inline, that costs no call per signature.
-            if first is not None:
-                value = get(first[0])
-                if value is None or first[1].search(value) is None:
-                    continue
-            result = signature.match(fields)
+        for index in candidates:
+            result = signatures[index].match(fields)
             if result is not None:
                 found.append(result)
         return found
