@@ -361,6 +361,15 @@ def test_repeated_single_instance_header() -> None:
     assert rules_of(event) == ("RFC 3261 7.3.1 single-instance header fields",)
 
 
+def test_repeated_list_headers_are_legal_but_hide_no_repeated_single_instance_one() -> None:
+    hops = ("Via: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK-m0", "Route: <sip:a.example;lr>")
+    assert inspect(request(extra=(*hops, hops[1]))).events == []
+    (event,) = inspect(request(extra=(*hops, "CSeq: 2 OPTIONS"))).events
+    problems = event.detail["problems"]
+    assert isinstance(problems, tuple)
+    assert [problem["reason"] for problem in problems] == ["2 cseq header fields"]
+
+
 def test_header_checks_can_be_turned_off() -> None:
     detector = MalformedDetector(MalformedSettings(check_headers=False))
     assert inspect(request(drop=("Call-ID",)), detector).events == []

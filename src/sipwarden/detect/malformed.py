@@ -85,6 +85,9 @@ _RULE_SINGLE: Final = "RFC 3261 7.3.1 single-instance header fields"
 _RULE_MF_LOW: Final = "RFC 3261 16.3 step 3 / 8.1.1.6 Max-Forwards on arrival"
 _RULE_MF_HIGH: Final = "RFC 3261 8.1.1.6 Max-Forwards SHOULD be 70"
 
+_MANDATORY: Final = frozenset(MANDATORY_REQUEST_HEADERS)
+_SINGLE_INSTANCE: Final = frozenset(SINGLE_INSTANCE_HEADERS)
+
 _MAX_FORWARDS_LINE: Final = re.compile(rb"(?im)^max-forwards[ \t]*:")
 # A start line that begins with a method token and names a SIP version: a
 # request, even when the parser could not make sense of the rest.
@@ -301,46 +304,44 @@ class MalformedDetector:
         if settings.check_headers:
             problems.extend(_header_problems(message))
         if isinstance(message, Request):
-            problems.extend(self._max_forwards_problems(message))
+            max_forwards = self._max_forwards_problem(message)
+            if max_forwards is not None:
+                problems.append(max_forwards)
         return problems
 
-    def _max_forwards_problems(self, request: Request) -> list[_Problem]:
+    def _max_forwards_problem(self, request: Request) -> _Problem | None:
         settings = self.settings
         try:
             value = request.max_forwards
         except RemoteProtocolError:
-            return []  # out of range or not a number: already a RFC 3261 20.22 defect
+            return None  # out of range or not a number: already a RFC 3261 20.22 defect
         if value is None:
-            return []  # absent: a proxy adds it (16.6 step 3); RFC 2543 peers omit it
+            return None  # absent: a proxy adds it (16.6 step 3); RFC 2543 peers omit it
         if value > settings.max_forwards_ceiling:
-            return [
-                _Problem(
-                    _RULE_MF_HIGH,
-                    _max_forwards_offset(request),
-                    None,
-                    f"Max-Forwards {value} is above {settings.max_forwards_ceiling}: "
-                    "not what a UAC starts with (RFC 3261 8.1.1.6)",
-                )
-            ]
+            return _Problem(
+                _RULE_MF_HIGH,
+                _max_forwards_offset(request),
+                None,
+                f"Max-Forwards {value} is above {settings.max_forwards_ceiling}: "
+                "not what a UAC starts with (RFC 3261 8.1.1.6)",
+            )
         if value > settings.max_forwards_floor:
-            return []
+            return None
         try:
             in_dialog = bool(to_tag(request))
         except RemoteProtocolError:
-            return []  # a broken To: whether it is in a dialog is unknown
+            return None  # a broken To: whether it is in a dialog is unknown
         if in_dialog:
-            return []
-        return [
-            _Problem(
-                _RULE_MF_LOW,
-                _max_forwards_offset(request),
-                # 16.3 step 3: Max-Forwards 0 is not forwarded but answered 483;
-                # 1 is still legal, so nothing is answered for it.
-                483 if value == 0 else None,
-                f"Max-Forwards {value} on a {request.method[:32]} outside a dialog: "
-                "a probe or a loop (a UAC starts at 70, RFC 3261 8.1.1.6)",
-            )
-        ]
+            return None
+        return _Problem(
+            _RULE_MF_LOW,
+            _max_forwards_offset(request),
+            # 16.3 step 3: Max-Forwards 0 is not forwarded but answered 483;
+            # 1 is still legal, so nothing is answered for it.
+            483 if value == 0 else None,
+            f"Max-Forwards {value} on a {request.method[:32]} outside a dialog: "
+            "a probe or a loop (a UAC starts at 70, RFC 3261 8.1.1.6)",
+        )
 
     # -- counting and reporting ----------------------------------------------------------
 
@@ -470,28 +471,37 @@ def _class_of(problem: _Problem) -> str:
     return classify_rule(problem.rule)
 
 
-def _header_problems(message: Message) -> list[_Problem]:
+def _header_problems(message: Message) -> tuple[_Problem, ...]:
     # RFC 3261 8.1.1 names the fields every request carries, and 8.2.6.2 has
     # the response copy them (From, Call-ID, CSeq, Via; To with its tag):
     # the same five for both. Max-Forwards is not mandatory here: a proxy adds
     # it (16.6 step 3) and RFC 2543 peers omit it (RFC 4475 inv2543).
-    # One pass over the names (C-level) instead of one lookup per checked
-    # header: this runs on every message, and most have no repeated field.
+    # Set operations and C-level counting first: this runs on every message,
+    # and nearly all have every mandatory field and repeat none that is single.
     keys = message.headers.keys()
     present = set(keys)
-    problems = [
+    missing = () if present >= _MANDATORY else _missing_mandatory(present)
+    if len(present) == len(keys) or not _repeats_single_instance(keys, present):
+        return missing
+    counts = Counter(keys)
+    return missing + tuple(
+        _Problem(_RULE_SINGLE, None, 400, f"{count} {key} header fields")
+        for key in SINGLE_INSTANCE_HEADERS
+        if (count := counts[key]) > 1
+    )
+
+
+def _missing_mandatory(present: set[str]) -> tuple[_Problem, ...]:
+    return tuple(
         _Problem(_RULE_MANDATORY, None, 400, f"no {key} header field")
         for key in MANDATORY_REQUEST_HEADERS
         if key not in present
-    ]
-    if len(present) < len(keys):  # some name repeats: count the single-instance ones
-        counts = Counter(keys)
-        problems.extend(
-            _Problem(_RULE_SINGLE, None, 400, f"{count} {key} header fields")
-            for key in SINGLE_INSTANCE_HEADERS
-            if (count := counts[key]) > 1
-        )
-    return problems
+    )
+
+
+def _repeats_single_instance(keys: list[str], present: set[str]) -> bool:
+    """Some single-instance field is given twice: more of them than distinct ones."""
+    return sum(map(_SINGLE_INSTANCE.__contains__, keys)) > len(_SINGLE_INSTANCE & present)
 
 
 def _max_forwards_offset(request: Request) -> int | None:
