@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sipwarden.detect.cracking import CrackingDetector
 from sipwarden.engine.bans import BanSettings
 from sipwarden.engine.contract import (
@@ -13,7 +15,7 @@ from sipwarden.engine.contract import (
     Severity,
     Verdict,
 )
-from sipwarden.engine.correlation import Correlator
+from sipwarden.engine.correlation import Correlator, credentials_of
 from sipwarden.engine.engine import NOTHING, Engine, Findings
 from sipwarden.sip.parser import parse_message
 
@@ -93,7 +95,7 @@ class _Always:
     name = "always"
 
     def observe(self, obs: Observation, findings: Findings) -> None:
-        if obs.message is not None and obs.message.is_request:
+        if self.fires(obs):
             findings.report(
                 SecurityEvent(
                     time=obs.ts,
@@ -106,8 +108,71 @@ class _Always:
             )
             findings.propose(Verdict(action=Action.DROP, rule="test.always"))
 
+    def fires(self, obs: Observation) -> bool:
+        return obs.message is not None and obs.message.is_request
+
     def expire(self, now: float) -> None:
         pass
+
+
+class _First(_Always):
+    """Reports the first request only: what follows shows the ban at work."""
+
+    name = "first"
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    def fires(self, obs: Observation) -> bool:
+        fired, self.fired = self.fired, True
+        return not fired and super().fires(obs)
+
+
+def test_a_banned_source_is_dropped_until_its_ban_ends() -> None:
+    settings = BanSettings(durations=(10.0, 100.0), unproven_duration=5.0)
+    engine = Engine([_First()], bans=settings)
+    assert engine.inspect(register("198.51.100.9", 1)).bans
+    banned = engine.inspect(register("198.51.100.9", 2))
+    assert (banned.verdict.action, banned.verdict.rule) == (Action.DROP, "ban.active")
+    assert banned is engine.inspect(register("198.51.100.9", 3))  # one shared result
+    assert engine.inspect(register("198.51.100.9", 7)) is NOTHING  # 1 + 5 s later
+
+
+@pytest.mark.parametrize(
+    ("proposed", "kept"),
+    [
+        ((Action.TARPIT, Action.ALLOW), "1"),
+        ((Action.TARPIT, Action.REJECT, Action.TARPIT), "2"),
+        ((Action.DROP, Action.REJECT), "1"),
+        ((Action.REJECT, Action.REJECT), "1"),  # the first of equals stays
+        ((Action.ALLOW,), ""),
+    ],
+)
+def test_findings_keep_the_strictest_verdict_proposed(
+    proposed: tuple[Action, ...], kept: str
+) -> None:
+    findings = Findings(None)
+    for number, action in enumerate(proposed, start=1):
+        findings.propose(Verdict(action=action, rule=str(number)))
+    assert findings.verdict.rule == kept
+
+
+def test_credentials_of_reads_digest_credentials_only() -> None:
+    plain = register("198.51.100.7", 1).message
+    assert plain is not None
+    assert credentials_of(plain) == ()
+    digest = 'Digest username="100", realm="pbx", nonce="n", uri="sip:pbx", response="{}"'
+    added = (
+        f"Proxy-Authorization: {digest.format('1' * 32)}\r\n"
+        "Authorization: Basic YTpi\r\n"
+        f"Authorization: {digest.format('2' * 32)}\r\n"
+    )
+    message = parse_message(plain.to_bytes().replace(b"\r\n\r\n", f"\r\n{added}\r\n".encode()))
+    # Authorization before Proxy-Authorization; the Basic one is not ours to read.
+    assert [credentials.response for credentials in credentials_of(message)] == [
+        "2" * 32,
+        "1" * 32,
+    ]
 
 
 def test_unproven_udp_sources_get_a_short_ban_and_returnable_ones_escalate() -> None:

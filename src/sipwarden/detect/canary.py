@@ -45,6 +45,7 @@ from sipwarden.engine.contract import (
     Severity,
     Verdict,
 )
+from sipwarden.engine.correlation import credentials_of
 from sipwarden.engine.engine import Findings
 from sipwarden.engine.state import BoundedTable
 from sipwarden.errors import RemoteProtocolError
@@ -150,7 +151,7 @@ class CanaryDetector:
                 continue
             self._match(user, field, hits)
         try:
-            credentials = (*request.authorization, *request.proxy_authorization)
+            credentials = credentials_of(request)
         except RemoteProtocolError:
             credentials = ()
         for entry in credentials:

@@ -51,7 +51,7 @@ from sipwarden.engine.contract import (
     SecurityEvent,
     Severity,
 )
-from sipwarden.engine.correlation import RequestRecord
+from sipwarden.engine.correlation import RequestRecord, carries_credentials, credentials_of
 from sipwarden.engine.engine import Findings
 from sipwarden.engine.state import BoundedTable, SlidingWindow, prefix64
 from sipwarden.errors import RemoteProtocolError
@@ -346,12 +346,11 @@ class CrackingDetector:
     # -- requests: credentials presented -------------------------------------------
 
     def _on_request(self, obs: Observation, request: Request, findings: Findings) -> None:
-        headers = request.headers
-        # Most requests carry no credentials: two lookups, no parsing.
-        if headers.get("authorization") is None and headers.get("proxy-authorization") is None:
+        # Most requests carry no credentials: a look at the field names, no parsing.
+        if not carries_credentials(request):
             return
         try:
-            presented = (*request.authorization, *request.proxy_authorization)
+            presented = credentials_of(request)
         except RemoteProtocolError:
             # A broken Authorization is still an answer to a challenge; it just
             # carries nothing to compare.

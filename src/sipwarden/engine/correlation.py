@@ -11,13 +11,21 @@ know the source and account they belong to.
 from __future__ import annotations
 
 from sipwarden.errors import RemoteProtocolError
+from sipwarden.sip.digest import DigestCredentials
 from sipwarden.sip.message import Message, Request, Response
 from sipwarden.sip.uri import SipUri, TelUri, Uri
 
 from .contract import Observation
 from .state import BoundedTable
 
-__all__ = ["Correlator", "RequestRecord", "account_of", "user_of"]
+__all__ = [
+    "Correlator",
+    "RequestRecord",
+    "account_of",
+    "carries_credentials",
+    "credentials_of",
+    "user_of",
+]
 
 # Requests are answered within Timer B/F (32 s); a minute covers retransmissions.
 REQUEST_TTL = 64.0
@@ -44,7 +52,7 @@ def account_of(message: Message) -> str | None:
     request about its From user (the caller). Never raises.
     """
     try:
-        for credentials in (*message.authorization, *message.proxy_authorization):
+        for credentials in credentials_of(message):
             if credentials.username:
                 return credentials.username
         address = (
@@ -55,6 +63,26 @@ def account_of(message: Message) -> str | None:
         return user_of(address.uri) if address is not None else None
     except RemoteProtocolError:  # attacker bytes: a broken header means "no account"
         return None
+
+
+def carries_credentials(message: Message) -> bool:
+    """Whether the message has an Authorization or Proxy-Authorization field (parses nothing)."""
+    # One copy of the field names and two C-level searches: cheaper than two
+    # ``in headers`` tests, each a Python call that canonicalises the name.
+    keys = message.headers.keys()
+    return "authorization" in keys or "proxy-authorization" in keys
+
+
+def credentials_of(message: Message) -> tuple[DigestCredentials, ...]:
+    """The message's Digest credentials, Authorization before Proxy-Authorization.
+
+    Raises :class:`RemoteProtocolError` for credentials against the grammar.
+    """
+    # Most messages carry none: looking for the fields costs less than
+    # parsing two views of nothing.
+    if not carries_credentials(message):
+        return ()
+    return (*message.authorization, *message.proxy_authorization)
 
 
 class RequestRecord:
@@ -171,7 +199,7 @@ class Correlator:
 def _credentials(request: Request) -> str | None:
     """The nonce of the request's Digest credentials ("" when it has none in them)."""
     try:
-        for credentials in (*request.authorization, *request.proxy_authorization):
+        for credentials in credentials_of(request):
             return credentials.nonce or ""
     except RemoteProtocolError:  # a malformed Authorization is still an attempt
         return "" if request.headers.get("authorization") else None

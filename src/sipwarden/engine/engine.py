@@ -31,7 +31,13 @@ from .state import BoundedTable
 __all__ = ["Detector", "Engine", "Findings"]
 
 NOTHING = Inspection()
-_SEVERITY_OF_ACTION = {Action.ALLOW: 0, Action.TARPIT: 1, Action.REJECT: 2, Action.DROP: 3}
+# The result for a message from a source the engine banned: shared, like
+# NOTHING, because a banned flood repeats it for every message it sends.
+BANNED = Inspection(verdict=Verdict(action=Action.DROP, rule="ban.active"))
+# The actions from the mildest to the strictest, ranked by position: looking an
+# Enum member up in a dict runs Enum.__hash__ in Python, a tuple search compares
+# identities (this is hot under attack, when every request gets a verdict).
+_ACTIONS_BY_STRICTNESS = (Action.ALLOW, Action.TARPIT, Action.REJECT, Action.DROP)
 # How often (in observation time) the engine sweeps expired state.
 EXPIRE_EVERY = 1.0
 
@@ -52,7 +58,8 @@ class Findings:
 
     def propose(self, verdict: Verdict) -> None:
         """Keep the strictest verdict proposed (drop > reject > tarpit > allow)."""
-        if _SEVERITY_OF_ACTION[verdict.action] > _SEVERITY_OF_ACTION[self.verdict.action]:
+        rank = _ACTIONS_BY_STRICTNESS.index
+        if rank(verdict.action) > rank(self.verdict.action):
             self.verdict = verdict
 
 
@@ -107,7 +114,7 @@ class Engine:
         if not findings.events:
             banned_until = self._banned.get(obs.src)
             if banned_until is not None and obs.ts < banned_until:
-                return Inspection(verdict=Verdict(action=Action.DROP, rule="ban.active"))
+                return BANNED
             if findings.verdict is ALLOW:
                 return NOTHING
             return Inspection(verdict=findings.verdict)

@@ -103,18 +103,23 @@ class SlidingWindow:
 
     def add(self, now: float, amount: int = 1) -> int:
         """Count ``amount`` events at ``now``; returns the total in the window."""
-        self._advance(now)
-        self._counts[self._latest % len(self._counts)] += amount
-        return sum(self._counts)
+        counts = self._counts
+        index = int(now / self._width)
+        # Most events land in the newest bucket (or, from a reordered capture,
+        # an older one): only a later bucket needs the call that clears slots.
+        if index > self._latest:
+            self._advance(index)
+        counts[self._latest % len(counts)] += amount
+        return sum(counts)
 
     def total(self, now: float) -> int:
-        self._advance(now)
+        index = int(now / self._width)
+        if index > self._latest:
+            self._advance(index)
         return sum(self._counts)
 
-    def _advance(self, now: float) -> None:
-        index = int(now / self._width)
-        if index <= self._latest:
-            return  # the same bucket, or a timestamp from the past (reordered capture)
+    def _advance(self, index: int) -> None:
+        """Make bucket ``index`` (later than the newest) the newest, clearing the slots passed."""
         counts = self._counts
         size = len(counts)
         if index - self._latest >= size:
