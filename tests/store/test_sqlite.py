@@ -154,5 +154,12 @@ def test_processes_creating_the_store_at_once_all_open_it(tmp_path: Path) -> Non
 
 
 def _open_together(path: str, start: object) -> None:
+    # Each opens the store twice while the others write to it: a worker's store
+    # connection, then its ban manager's reading what the others wrote.
     start.wait()  # type: ignore[attr-defined]
-    SqliteStore(path).close()
+    for round_ in range(10):
+        store = SqliteStore(path, batch_size=1)
+        store.add_events([event(f"198.51.100.{round_}", 1000.0 + round_)])
+        store.flush()
+        SqliteStore(path).close()
+        store.close()

@@ -20,7 +20,8 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,10 @@ CREATE TABLE IF NOT EXISTS lifts (
 );
 """
 
+# One statement each: the schema is created inside a transaction, which
+# executescript would commit first.
+_SCHEMA_STATEMENTS = tuple(part.strip() for part in _SCHEMA.split(";") if part.strip())
+
 # Version 1 (before bans could be lifted) lacked the lifted column; its records
 # are ban decisions, which Ban.from_record cannot read, so they stay history.
 _MIGRATIONS = {1: "ALTER TABLE bans ADD COLUMN lifted REAL"}  # lifts is created by _SCHEMA
@@ -89,26 +94,61 @@ class SqliteStore:
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            version = self._schema_version()
-            if version is not None and version != SCHEMA_VERSION:
-                self._migrate(version)
-            self._db.executescript(_SCHEMA)
-            # OR IGNORE: several processes (gateway workers) may create the store at once.
-            if version is None:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-                self._db.commit()
+            self._retry_while_busy(self._set_up, busy_timeout)
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the store {self.path}: {error}") from error
 
-    def _schema_version(self) -> int | None:
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return None if row is None else int(row[0]) if str(row[0]).isdigit() else -1
+    @staticmethod
+    def _retry_while_busy(work: Callable[[], None], timeout: float) -> None:
+        """Run ``work``, again while SQLite says the database is busy, for ``timeout`` s.
+
+        The busy handler does not cover everything a process opening the store
+        meets while others use it: switching a file to WAL, or a connection
+        running WAL recovery, answer "database is locked" at once.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                work()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+            else:
+                return
+            time.sleep(0.01)
+
+    def _set_up(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """Create or upgrade the schema in one write transaction.
+
+        Several processes (gateway workers) open the store at once. BEGIN
+        IMMEDIATE takes the write lock first, waiting on the busy handler, so
+        they queue up. Reading the version first and writing after was a read
+        transaction upgraded to a write, which SQLite refuses at once, without
+        waiting, when another process wrote in between ("database is locked").
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            rows = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+            version = None if not rows else int(rows[0][0]) if str(rows[0][0]).isdigit() else -1
+            if version is not None and version != SCHEMA_VERSION:
+                self._migrate(version)
+            for statement in _SCHEMA_STATEMENTS:
+                db.execute(statement)
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
 
     def _migrate(self, version: int) -> None:
         if version not in _MIGRATIONS:
@@ -116,11 +156,10 @@ class SqliteStore:
                 f"the store {self.path} has schema version {version}; "
                 f"this sipwarden reads version {SCHEMA_VERSION}"
             )
-        with self._db:
-            self._db.execute(_MIGRATIONS[version])
-            self._db.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
-            )
+        self._db.execute(_MIGRATIONS[version])
+        self._db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
 
     def add_events(self, events: Iterable[SecurityEvent]) -> None:
         rows = [
