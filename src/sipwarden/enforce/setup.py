@@ -21,7 +21,7 @@ def node_name(config: Config) -> str:
     return config.shared.node_name or socket.gethostname()
 
 
-def kernel_backends(config: Config) -> list[BanBackend]:
+def kernel_backends(config: Config, allowlist: tuple[str, ...]) -> list[BanBackend]:
     """The kernel backends ``[enforce] backends`` names, in order."""
     settings = config.enforce
     backends: list[BanBackend] = []
@@ -31,7 +31,7 @@ def kernel_backends(config: Config) -> list[BanBackend]:
 
             backends.append(
                 NftablesBackend(
-                    allowlist=ban_settings(config.bans).allowlist,
+                    allowlist=allowlist,
                     table=settings.nftables_table,
                     size=settings.max_kernel_bans,
                     flush_conntrack=settings.flush_conntrack,
@@ -60,17 +60,26 @@ def shared_state(config: Config) -> BanShare | None:
     )
 
 
-def build_ban_manager(config: Config, *, store: BanStore | None, enforcing: bool) -> BanManager:
+def build_ban_manager(
+    config: Config,
+    *,
+    store: BanStore | None,
+    enforcing: bool,
+    protected: tuple[str, ...] = (),
+) -> BanManager:
     """The manager for one command.
 
     ``enforcing`` is false for the analysis of capture files: their bans are
     history, kept in the store, and never pushed into the kernel or to other nodes.
+    ``protected`` are addresses allowlisted on top of ``[bans] allowlist`` (the
+    gateway's PBXs).
     """
+    allowlist = (*ban_settings(config.bans).allowlist, *protected)
     return BanManager(
-        backends=kernel_backends(config) if enforcing else (),
+        backends=kernel_backends(config, allowlist) if enforcing else (),
         store=store,
         share=shared_state(config) if enforcing else None,
-        allowlist=ban_settings(config.bans).allowlist,
+        allowlist=allowlist,
         origin=node_name(config) if config.shared.redis_url else "",
         retry_interval=config.enforce.retry_interval,
     )

@@ -13,6 +13,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -136,6 +137,22 @@ def gateway_settings(config: Config, *, worker: int = 0, workers: int = 1) -> Ga
     )
 
 
+def protected_hosts(config: Config) -> tuple[str, ...]:
+    """The PBXs' addresses: allowlisted whatever ``[bans]`` says.
+
+    The gateway sees the PBX as a source like any other (its answers, the calls
+    and qualify OPTIONS it sends out), and a detector counting them must never
+    get it banned: a kernel ban on the PBX would be the outage the gateway is
+    there to prevent.
+    """
+    return tuple(
+        dict.fromkeys(
+            parse_endpoint(text, key_path="gateway.upstreams", resolve=True).host
+            for text in config.gateway.upstreams
+        )
+    )
+
+
 def load_secret(path: str) -> bytes:
     """The routing key: read, or created with owner-only permissions when missing."""
     file = Path(path)
@@ -200,7 +217,9 @@ def build_core(
     worker: tuple[int, int] = (0, 1),
 ) -> GatewayCore:
     settings = gateway_settings(config, worker=worker[0], workers=worker[1])
-    engine = build_engine(detection_settings(config.detect), bans=ban_settings(config.bans))
+    bans = ban_settings(config.bans)
+    bans = replace(bans, allowlist=(*bans.allowlist, *protected_hosts(config)))
+    engine = build_engine(detection_settings(config.detect), bans=bans)
     return GatewayCore(
         settings,
         engine=engine,
@@ -272,7 +291,9 @@ def run_worker(
     connection, core and listeners."""
     listeners = listeners_of(config)
     store = _open_store(config)
-    manager = build_ban_manager(config, store=store, enforcing=True)
+    manager = build_ban_manager(
+        config, store=store, enforcing=True, protected=protected_hosts(config)
+    )
     manager.start(time.time())
     manager.run_in_background()
     out = sys.stdout if json_lines else None
