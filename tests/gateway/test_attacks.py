@@ -345,7 +345,13 @@ class AttackLab:
                         f'upstreams = ["udp:{self.pbx.host}:{self.pbx.port}"]\n'
                         f'secret_file = "{self.workdir / "gateway.key"}"\n'
                         # Loopback is a bogon: every party of this lab comes from it.
-                        "bogon_check = false\n" + self.profile.config()
+                        "bogon_check = false\n"
+                        # One worker: the exact counts below (one event, one refusal,
+                        # then only the ban table) assume one engine. Each tool run is
+                        # a new socket, which the kernel may give to another worker,
+                        # and a ban reaches the other workers within two ticks of
+                        # their ban managers (~0.4 s), not at once.
+                        "workers = 1\n" + self.profile.config()
                     ),
                 )
             )
