@@ -20,7 +20,7 @@ from .abnf import CALL_ID, TOKEN, TOKEN_CHARS
 from .digest import DigestChallenge, DigestCredentials, parse_challenge, parse_credentials
 from .headers import Headers, split_list
 from .memo import Memo
-from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
+from .uri import STRICT_URIS, NameAddr, SipUri, parse_name_addr
 
 if TYPE_CHECKING:
     from .message import Message, Request
@@ -260,11 +260,6 @@ def parse_expires(headers: Headers) -> int | None:
 
 # -- addresses ----------------------------------------------------------------------------
 
-
-# A PBX sees the same Request-URIs (its extensions, its trunks) over and over;
-# parsed URIs are immutable, so each is parsed once (see memo.py).
-STRICT_URIS: Memo[str, Uri] = Memo(lambda text: parse_uri(text, strict=True))
-LENIENT_URIS: Memo[str, Uri] = Memo(lambda text: parse_uri(text, strict=False))
 
 # Parsed addresses are immutable: the same value (a dialog's From and To, a
 # phone's Contact) is parsed once. Strict and lenient parses differ, so two memos.

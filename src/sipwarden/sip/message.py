@@ -18,7 +18,7 @@ from . import fields
 from .digest import DigestChallenge, DigestCredentials
 from .fields import CSeq, MediaType, Via
 from .headers import Headers
-from .uri import NameAddr, Uri
+from .uri import LENIENT_URIS, STRICT_URIS, NameAddr, Uri
 
 __all__ = ["Defect", "Message", "Request", "Response"]
 
@@ -296,7 +296,7 @@ class Request(Message):
     def request_uri(self) -> Uri:
         """The parsed Request-URI (raises RemoteProtocolError when invalid)."""
         if self._uri_parsed is None:
-            parse = fields.STRICT_URIS if self.headers.strict else fields.LENIENT_URIS
+            parse = STRICT_URIS if self.headers.strict else LENIENT_URIS
             self._uri_parsed = parse(self._uri)
         return self._uri_parsed
 

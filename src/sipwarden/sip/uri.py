@@ -71,6 +71,8 @@ from typing import ClassVar, Final, TypeAlias
 
 from sipwarden.errors import LocalProtocolError, RemoteProtocolError
 
+from .memo import Memo
+
 __all__ = [
     "KEEP",
     "AbsoluteUri",
@@ -1273,10 +1275,17 @@ def _make_name_addr(  # noqa: PLR0917 - positional on purpose: hot path
     return addr
 
 
+# A PBX sees the same URIs over and over (its extensions and trunks, each
+# phone's address in every From, To and Contact, whose tags differ per call);
+# parsed URIs are immutable, so each is parsed once (see memo.py).
+STRICT_URIS: Memo[str, Uri] = Memo(lambda text: parse_uri(text, strict=True))
+LENIENT_URIS: Memo[str, Uri] = Memo(lambda text: parse_uri(text, strict=False))
+
+
 def _sub_uri(text: str, start: int, end: int, strict: bool) -> Uri:
-    """parse_uri on text[start:end], with error offsets moved into ``text``."""
+    """parse_uri on text[start:end] (memoised), with error offsets moved into ``text``."""
     try:
-        return parse_uri(text[start:end], strict=strict)
+        return (STRICT_URIS if strict else LENIENT_URIS)(text[start:end])
     except RemoteProtocolError as error:
         raise RemoteProtocolError(
             error.reason,
