@@ -14,6 +14,7 @@ import pytest
 from sipwarden.detect.registry import DetectionSettings, build_engine
 from sipwarden.enforce.ban import Ban, BanTable
 from sipwarden.engine.bans import BanSettings
+from sipwarden.engine.contract import Inspection
 from sipwarden.gateway.core import GatewayCore
 from sipwarden.gateway.model import Endpoint, GatewaySettings, Send
 from sipwarden.gateway.screening import RateLimiter
@@ -388,3 +389,15 @@ def test_in_dialog_options_and_the_setting_off_are_forwarded() -> None:
     assert forwarded.to == PBX  # an OPTIONS inside a dialog is the PBX's to answer
     (send,) = core(answer_options=False).receive(options("100"), PHONE, 1000.0)
     assert send.to == PBX
+
+
+def test_the_pbxs_grammar_is_not_judged() -> None:
+    """A PBX that writes a broken Date is relayed as it is and reported on by no rule:
+    the gateway protects it, and nobody could act on such a report."""
+    reports: list[Inspection] = []
+    gateway = core(report=reports.append)
+    _, forwarded = forward_invite(gateway)
+    (send,) = gateway.receive(pbx_answer(forwarded, extra="Date: yesterday\r\n"), PBX, 1000.1)
+    assert send.to == PHONE
+    assert (parsed(send).headers.get("date")) == "yesterday"
+    assert [event.rule for inspection in reports for event in inspection.events] == []
