@@ -124,6 +124,7 @@ class GatewayCore:
         # (nothing, or the identity), so they cannot be told apart by it.
         self._server_header = (("Server", settings.identity),) if settings.identity else ()
         self.capabilities = Capabilities()
+        self._faces = frozenset({settings.inside.hostport, settings.outside.hostport})
 
     # ---------------------------------------------------------------- entry points
 
@@ -397,7 +398,7 @@ class GatewayCore:
 
     def _is_loop(self, request: Request) -> bool:
         """Our own Via already in the request: it came back round (RFC 3261 16.3 step 4)."""
-        faces = {self.settings.inside.hostport, self.settings.outside.hostport}
+        faces = self._faces
         return any(
             (via.branch or "").startswith(BRANCH_PREFIX) and via.sent_by in faces
             for via in request.via

@@ -89,6 +89,13 @@ class Router:
         self.inside = inside
         self.outside = outside
         self.signer = signer
+        # Written into (or compared with) nearly every message: formatted once.
+        self._hostport = {Side.INSIDE: inside.hostport, Side.OUTSIDE: outside.hostport}
+        self._via_prefix = {
+            side: f"SIP/2.0/{face.via_transport} {face.hostport};branch="
+            for side, face in ((Side.INSIDE, inside), (Side.OUTSIDE, outside))
+        }
+        self._face_texts = {face: self._face_text(face) for face in (inside, outside)}
 
     def face(self, toward: Side) -> Endpoint:
         return self.inside if toward is Side.INSIDE else self.outside
@@ -126,8 +133,7 @@ class Router:
         """Add our Via. ``hidden`` are the Vias it replaces (a PBX request going out):
         sealed in a ``swv`` parameter, which the response echoes (RFC 3261 8.2.6.2),
         so any worker, even after a restart, can put them back."""
-        face = self.face(toward)
-        value = f"SIP/2.0/{face.via_transport} {face.hostport};branch={branch};rport"
+        value = f"{self._via_prefix[toward]}{branch};rport"
         if hidden:
             value += f";{VIA_PARAM}={self.signer.seal(_VIAS, hidden)}"
         if "via" in message.headers:
@@ -163,9 +169,8 @@ class Router:
             top = message.via[0]  # the typed view, parsed once per message
         except RemoteProtocolError:
             return None
-        face = self.face(toward)
         branch = top.branch or ""
-        if not branch.startswith(BRANCH_PREFIX) or top.sent_by != face.hostport:
+        if not branch.startswith(BRANCH_PREFIX) or top.sent_by != self._hostport[toward]:
             return None
         remaining = message.via[1:]
         message.headers.replace_all("Via", vias[1:])
@@ -209,7 +214,7 @@ class Router:
         params = "".join(
             f";{name}" if param is None else f";{name}={param}" for name, param in contact.params
         )
-        return f"<sip:{userpart}{self._face_text(face)};{CONTACT_PARAM}={token}>{params}"
+        return f"<sip:{userpart}{self._face_texts[face]};{CONTACT_PARAM}={token}>{params}"
 
     @staticmethod
     def _face_text(face: Endpoint) -> str:
@@ -245,19 +250,19 @@ class Router:
     # ---------------------------------------------------------------- routes
 
     def inside_record_route(self) -> str:
-        return f"<sip:{self._face_text(self.inside)};lr;{ROUTE_PARAM}={_INSIDE_MARK}>"
+        return f"<sip:{self._face_texts[self.inside]};lr;{ROUTE_PARAM}={_INSIDE_MARK}>"
 
     def _is_inside_entry(self, value: str) -> bool:
         uri = _uri_of(value)
         return (
             uri is not None
             and uri.param(ROUTE_PARAM) == _INSIDE_MARK
-            and _hostport(uri) == self.inside.hostport
+            and _hostport(uri) == self._hostport[Side.INSIDE]
         )
 
     def _outside_entry(self, value: str) -> tuple[str, ...] | None:
         uri = _uri_of(value)
-        if uri is None or _hostport(uri) != self.outside.hostport:
+        if uri is None or _hostport(uri) != self._hostport[Side.OUTSIDE]:
             return None
         token = uri.param(ROUTE_PARAM)
         return self.signer.open(_ROUTE, token) if token else None
@@ -269,7 +274,7 @@ class Router:
             return
         hidden = [value for value in values if not self._is_inside_entry(value)]
         token = self.signer.seal(_ROUTE, (str(upstream), *hidden))
-        entry = f"<sip:{self._face_text(self.outside)};lr;{ROUTE_PARAM}={token}>"
+        entry = f"<sip:{self._face_texts[self.outside]};lr;{ROUTE_PARAM}={token}>"
         message.headers.replace_all("Record-Route", [entry])
 
     def unfold_record_route(self, message: Message) -> None:
