@@ -56,7 +56,24 @@ def test_a_wrong_type_names_the_key_and_what_was_expected() -> None:
     assert "detect.cracking.failures_threshold" in str(caught.value)
 
 
-def test_an_invalid_value_the_detector_refuses_is_reported_too() -> None:
-    config = parse_config("[detect.cracking]\nfailures_threshold = 0\n")
-    with pytest.raises(ValueError, match="cracking thresholds"):
-        detection_settings(config.detect)
+def test_a_value_the_detector_refuses_is_reported_when_the_file_is_read() -> None:
+    """The detectors' own rules (ranges, one field against another) are checked with the
+    rest of the file, named by their dotted keys, every section's problem at once."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            "[detect.cracking]\nfailures_threshold = 0\n"
+            "[detect.out_of_state]\nthreshold = 20\nhigh_threshold = 10\n"
+            '[detect.flood]\nmethod_limits = [["", 3]]\n'
+        )
+    message = str(caught.value)
+    assert "3 problems" in message
+    assert "detect.cracking.failures_threshold: must be at least 1, not 0" in message
+    assert "detect.out_of_state.high_threshold: must not be below threshold (20)" in message
+    assert "detect.flood.method_limits: a method name cannot be empty" in message
+
+
+def test_settings_built_from_a_section_name_the_whole_key() -> None:
+    config = parse_config("")
+    section = getattr(config.detect, "enumeration").model_copy(update={"threshold": 0})  # noqa: B009 - a section mypy sees as untyped
+    with pytest.raises(ConfigError, match=r"detect\.enumeration\.threshold: must be at least 1"):
+        detection_settings(config.detect.model_copy(update={"enumeration": section}))

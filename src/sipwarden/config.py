@@ -47,7 +47,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from sipwarden.detection_config import BANS_SECTION, DETECT_SECTION
+from sipwarden.detection_config import BANS_SECTION, DETECT_SECTION, settings_problems
 from sipwarden.errors import ConfigError
 from sipwarden.logs import LogFormat, LogLevel
 from sipwarden.sip.limits import DEFAULT_LIMITS, ParserLimits
@@ -689,9 +689,13 @@ def parse_config(text: str, *, file: str | None = None) -> Config:
         # TOML values are JSON values (plus dates), so validate in pydantic's strict JSON
         # mode: an array becomes a tuple and a string a Path or an address, but "5060" is
         # not an integer and "yes" not a boolean, exactly as TOML means them.
-        return Config.model_validate_json(json.dumps(data, default=_json_default), strict=True)
+        config = Config.model_validate_json(json.dumps(data, default=_json_default), strict=True)
     except ValidationError as exc:
         problems = [_describe_problem(error) for error in exc.errors()]
+    else:
+        problems = settings_problems(config.detect, config.bans)
+        if not problems:
+            return config
     if len(problems) == 1:
         key_path, message = problems[0]
         raise ConfigError(message, key_path=key_path, file=file)

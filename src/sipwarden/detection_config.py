@@ -21,9 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from sipwarden.detect.registry import DETECTOR_NAMES, DetectionSettings
 from sipwarden.engine.bans import BanSettings
+from sipwarden.errors import ConfigError
 from sipwarden.settings_docs import field_docs
 
-__all__ = ["BANS_SECTION", "DETECT_SECTION", "ban_settings", "detection_settings"]
+__all__ = [
+    "BANS_SECTION",
+    "DETECT_SECTION",
+    "ban_settings",
+    "detection_settings",
+    "settings_problems",
+]
 
 # Knobs that stay in code: an IntEnum has no natural TOML spelling here, and
 # the severity policy is part of the engine's contract with its detectors.
@@ -122,14 +129,46 @@ BANS_SECTION.__doc__ = (
 
 
 def detection_settings(section: BaseModel) -> DetectionSettings:
-    """The engine's detection settings from a validated ``[detect]`` section."""
+    """The engine's detection settings from a validated ``[detect]`` section.
+
+    Raises:
+        ConfigError: a value the detector's own rules refuse, named by its dotted key.
+    """
     values: dict[str, object] = {"enabled": tuple(getattr(section, "enabled"))}  # noqa: B009
     for name, settings_cls in _settings_classes().items():
-        values[name] = _settings_from(getattr(section, name), settings_cls)
+        values[name] = _built(getattr(section, name), settings_cls, f"detect.{name}")
     return DetectionSettings(**values)  # type: ignore[arg-type]
 
 
 def ban_settings(section: BaseModel) -> BanSettings:
     """The engine's ban policy settings from a validated ``[bans]`` section."""
-    settings: BanSettings = _settings_from(section, BanSettings)
+    settings: BanSettings = _built(section, BanSettings, "bans")
     return settings
+
+
+def settings_problems(detect: BaseModel, bans: BaseModel) -> list[tuple[str, str]]:
+    """Every value of ``[detect.*]`` and ``[bans]`` that the settings' own rules refuse
+    (ranges, one field against another), as (dotted key, message): the configuration
+    is checked whole when it is read, not when a detector is first built."""
+    sections: list[tuple[BaseModel, type, str]] = [
+        (getattr(detect, name), settings_cls, f"detect.{name}")
+        for name, settings_cls in _settings_classes().items()
+    ]
+    sections.append((bans, BanSettings, "bans"))
+    problems = []
+    for model, settings_cls, path in sections:
+        try:
+            _built(model, settings_cls, path)
+        except ConfigError as error:
+            problems.append((error.key_path, error.reason))
+    return problems
+
+
+def _built(model: BaseModel, settings_cls: type, path: str) -> Any:  # noqa: ANN401 - a dataclass
+    try:
+        return _settings_from(model, settings_cls)
+    except ConfigError as error:
+        key = f"{path}.{error.key_path}" if error.key_path else path
+        raise ConfigError(error.reason, key_path=key) from None
+    except ValueError as error:  # a rule without a key of its own: the section's
+        raise ConfigError(str(error), key_path=path) from None

@@ -17,7 +17,7 @@ from sipwarden.engine.contract import (
     Severity,
 )
 from sipwarden.engine.engine import Engine, Findings
-from sipwarden.errors import RemoteProtocolError
+from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.monitor.sources import observations_from_pcap
 from sipwarden.sip.parser import parse_message
 from support import shared_path
@@ -228,9 +228,9 @@ def test_remembered_pairs_are_bounded_and_expire() -> None:
 
 
 def test_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ConfigError, match="extensions: a canary extension cannot be empty"):
         CanarySettings(extensions=frozenset({""}))
-    with pytest.raises(ValueError, match="realert_after"):
+    with pytest.raises(ConfigError, match="realert_after: must be a number of seconds > 0"):
         CanarySettings(realert_after=0)
 
 

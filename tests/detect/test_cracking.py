@@ -30,7 +30,7 @@ from sipwarden.detect.enumeration import EnumerationDetector
 from sipwarden.engine.contract import Direction, EventKind, Observation, SecurityEvent, Severity
 from sipwarden.engine.correlation import RequestRecord
 from sipwarden.engine.engine import Detector, Engine, Findings
-from sipwarden.errors import RemoteProtocolError
+from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.monitor.sources import observations_from_pcap
 from sipwarden.sip.parser import parse_message
 from support import shared_path
@@ -533,9 +533,9 @@ def test_expire_forgets_idle_sources_and_accounts() -> None:
 
 
 def test_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ConfigError, match="failures_threshold: must be at least 1"):
         CrackingSettings(failures_threshold=0)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ConfigError, match="nonce_window: must be a number of seconds > 0"):
         CrackingSettings(nonce_window=0)
 
 

@@ -23,7 +23,7 @@ from sipwarden.detect.enumeration import (
 from sipwarden.engine.contract import Direction, EventKind, Observation, SecurityEvent, Severity
 from sipwarden.engine.correlation import RequestRecord
 from sipwarden.engine.engine import Engine, Findings
-from sipwarden.errors import RemoteProtocolError
+from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.monitor.sources import observations_from_pcap
 from sipwarden.sip.parser import parse_message
 from support import shared_path
@@ -346,9 +346,9 @@ def test_state_is_bounded_under_a_flood_of_distinct_sources() -> None:
 
 
 def test_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="min_unknown_share"):
+    with pytest.raises(ConfigError, match="min_unknown_share: must be from 0 to 1"):
         EnumerationSettings(min_unknown_share=1.5)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ConfigError, match="threshold: must be at least 1"):
         EnumerationSettings(threshold=0)
 
 

@@ -32,7 +32,7 @@ from sipwarden.engine.contract import (
     Severity,
 )
 from sipwarden.engine.engine import Engine, Findings
-from sipwarden.errors import RemoteProtocolError
+from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.monitor.sources import observations_from_pcap
 from sipwarden.sip.parser import parse_message
 from support import shared_path
@@ -530,12 +530,14 @@ def test_idle_sources_expire() -> None:
 
 
 def test_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="source_limit"):
+    with pytest.raises(ConfigError, match="source_limit: must be at least 1"):
         FloodSettings(source_limit=0)
-    with pytest.raises(ValueError, match="windows"):
+    with pytest.raises(ConfigError, match="method_window: must be a number of seconds > 0"):
         FloodSettings(method_window=0)
-    with pytest.raises(ValueError, match="INVITE"):
+    with pytest.raises(ConfigError, match="method_limits: INVITE: the limit must be at least 1"):
         FloodSettings(method_limits=(("INVITE", 0),))
+    with pytest.raises(ConfigError, match="method_limits: a method name cannot be empty"):
+        FloodSettings(method_limits=(("", 5),))
 
 
 # -- arbitrary input ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from sipwarden.engine.contract import (
     Severity,
 )
 from sipwarden.engine.engine import Engine
-from sipwarden.errors import RemoteProtocolError
+from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.monitor.sources import observations_from_pcap
 from sipwarden.sip.parser import parse_message
 from support import shared_path
@@ -354,9 +354,9 @@ def test_a_spoofed_invite_flood_evicts_only_unanswered_calls() -> None:
 
 
 def test_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="per_source_limit"):
+    with pytest.raises(ConfigError, match="per_source_limit: must be at least 1"):
         SessionSettings(per_source_limit=0)
-    with pytest.raises(ValueError, match="reject_status"):
+    with pytest.raises(ConfigError, match="reject_status: must be a 4xx-6xx failure status"):
         SessionSettings(reject_status=200)
 
 

@@ -48,11 +48,11 @@ from sipwarden.engine.contract import (
 from sipwarden.engine.correlation import credentials_of
 from sipwarden.engine.engine import Findings
 from sipwarden.engine.state import BoundedTable
-from sipwarden.errors import RemoteProtocolError
+from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.sip.message import Request
 from sipwarden.sip.uri import NameAddr, SipUri, TelUri, Uri, unescape
 
-from .common import describe
+from .common import describe, require_durations, require_positive_counts
 
 __all__ = ["RULE_CANARY", "CanaryDetector", "CanarySettings"]
 
@@ -87,9 +87,9 @@ class CanarySettings:
 
     def __post_init__(self) -> None:
         if any(not extension for extension in self.extensions):
-            raise ValueError("a canary extension cannot be empty")
-        if self.realert_after <= 0 or self.max_tracked < 1:
-            raise ValueError("realert_after and max_tracked must be positive")
+            raise ConfigError("a canary extension cannot be empty", key_path="extensions")
+        require_durations(self, "realert_after")
+        require_positive_counts(self, "max_tracked")
 
 
 class _Seen:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from sipwarden.engine.contract import Observation, Severity, iso_time
 from sipwarden.engine.state import SlidingWindow
-from sipwarden.errors import RemoteProtocolError
+from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.sip.message import Message, Request, Response
 
 __all__ = [
@@ -14,6 +15,9 @@ __all__ = [
     "EvidenceTally",
     "describe",
     "iso_time",
+    "require_at_least",
+    "require_durations",
+    "require_positive_counts",
     "safe_user_agent",
     "to_tag",
 ]
@@ -105,6 +109,40 @@ class EvidenceTally:
 
     def count(self, now: float) -> int:
         return max(0, self.window.total(now))
+
+    def should_alert(self, severity: Severity, now: float, realert_after: float) -> bool:
+        """Re-alert suppression: report the first crossing, then at most once per
+        ``realert_after`` seconds, and at once when the severity rises."""
+        last = self.alerted_at
+        if last is not None and severity <= self.alerted_severity and now - last < realert_after:
+            return False
+        self.alerted_at = now
+        self.alerted_severity = severity
+        return True
+
+
+# -- settings checks: every detector's errors name the key (the config adds its section) --
+
+
+def require_positive_counts(settings: object, *names: str) -> None:
+    """Counts, thresholds and bounds: integers of at least 1."""
+    require_at_least(settings, 1, *names)
+
+
+def require_at_least(settings: object, low: float, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        if not value >= low:
+            raise ConfigError(f"must be at least {low:g}, not {value!r}", key_path=name)
+
+
+def require_durations(settings: object, *names: str, zero: bool = False) -> None:
+    """Windows and timeouts in seconds: finite and above 0 (or 0 too, with ``zero``)."""
+    for name in names:
+        value = getattr(settings, name)
+        if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+            bound = ">= 0" if zero else "> 0"
+            raise ConfigError(f"must be a number of seconds {bound}, not {value!r}", key_path=name)
 
 
 def to_tag(message: Message) -> str | None:

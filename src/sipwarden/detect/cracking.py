@@ -58,7 +58,13 @@ from sipwarden.errors import RemoteProtocolError
 from sipwarden.sip.digest import DigestCredentials
 from sipwarden.sip.message import Request, Response
 
-from .common import MAX_EVIDENCE_MESSAGES, describe, iso_time
+from .common import (
+    MAX_EVIDENCE_MESSAGES,
+    describe,
+    iso_time,
+    require_durations,
+    require_positive_counts,
+)
 
 __all__ = [
     "RULE_DISTRIBUTED",
@@ -170,29 +176,29 @@ class CrackingSettings:
     max_nonces_per_source: int = 16
 
     def __post_init__(self) -> None:
-        counts = (
-            self.failures_threshold,
-            self.distributed_sources,
-            self.nonce_reuse_threshold,
-            self.nonce_not_issued_threshold,
-            self.unanswered_threshold,
-            self.success_min_failures,
-            self.max_sources,
-            self.max_accounts,
-            self.max_sources_per_account,
-            self.max_accounts_per_source,
-            self.max_nonces_per_source,
+        require_positive_counts(
+            self,
+            "failures_threshold",
+            "distributed_sources",
+            "nonce_reuse_threshold",
+            "nonce_not_issued_threshold",
+            "unanswered_threshold",
+            "success_min_failures",
+            "max_sources",
+            "max_accounts",
+            "max_sources_per_account",
+            "max_accounts_per_source",
+            "max_nonces_per_source",
         )
-        windows = (
-            self.failures_window,
-            self.distributed_window,
-            self.nonce_window,
-            self.unanswered_window,
-            self.failure_memory,
-            self.realert_after,
+        require_durations(
+            self,
+            "failures_window",
+            "distributed_window",
+            "nonce_window",
+            "unanswered_window",
+            "failure_memory",
+            "realert_after",
         )
-        if min(counts) < 1 or min(windows) <= 0:
-            raise ValueError("cracking thresholds, limits and windows must be positive")
 
 
 class _Attempt:

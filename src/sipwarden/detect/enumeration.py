@@ -47,9 +47,10 @@ from sipwarden.engine.contract import (
 from sipwarden.engine.correlation import RequestRecord
 from sipwarden.engine.engine import Findings
 from sipwarden.engine.state import BoundedTable, prefix64
+from sipwarden.errors import ConfigError
 from sipwarden.sip.message import Response
 
-from .common import MAX_EVIDENCE_MESSAGES, iso_time
+from .common import MAX_EVIDENCE_MESSAGES, iso_time, require_durations, require_positive_counts
 
 __all__ = ["EnumerationDetector", "EnumerationSettings"]
 
@@ -114,12 +115,12 @@ class EnumerationSettings:
     max_targets_per_source: int = 32
 
     def __post_init__(self) -> None:
-        if self.threshold < 1 or self.window <= 0 or self.realert_after <= 0:
-            raise ValueError("threshold, window and realert_after must be positive")
+        require_positive_counts(self, "threshold", "max_sources", "max_targets_per_source")
+        require_durations(self, "window", "realert_after")
         if not 0.0 <= self.min_unknown_share <= 1.0:
-            raise ValueError("min_unknown_share must be between 0 and 1")
-        if self.max_sources < 1 or self.max_targets_per_source < 1:
-            raise ValueError("max_sources and max_targets_per_source must be positive")
+            raise ConfigError(
+                f"must be from 0 to 1, not {self.min_unknown_share!r}", key_path="min_unknown_share"
+            )
 
 
 class _Probe:

@@ -68,9 +68,10 @@ from sipwarden.engine.contract import (
 )
 from sipwarden.engine.engine import Findings
 from sipwarden.engine.state import BoundedTable, SlidingWindow, prefix64
+from sipwarden.errors import ConfigError
 from sipwarden.sip.message import Request, Response
 
-from .common import describe
+from .common import describe, require_durations, require_positive_counts
 
 __all__ = [
     "GLOBAL_SOURCE",
@@ -204,18 +205,25 @@ class FloodSettings:
     buckets: int = 10
 
     def __post_init__(self) -> None:
-        if min(self.source_limit, self.global_limit, self.ratio_min_failures) < 1:
-            raise ValueError("source_limit, global_limit and ratio_min_failures must be positive")
-        windows = (self.source_window, self.method_window, self.global_window, self.ratio_window)
-        if min(windows) <= 0 or self.realert_after <= 0:
-            raise ValueError("windows and realert_after must be positive")
-        if self.ratio_max_invites_per_answer <= 0:
-            raise ValueError("ratio_max_invites_per_answer must be positive")
-        if self.max_sources < 1 or self.buckets < 1:
-            raise ValueError("max_sources and buckets must be positive")
+        require_positive_counts(
+            self, "source_limit", "global_limit", "ratio_min_failures", "max_sources", "buckets"
+        )
+        require_durations(
+            self, "source_window", "method_window", "global_window", "ratio_window", "realert_after"
+        )
+        if not self.ratio_max_invites_per_answer > 0:
+            raise ConfigError(
+                f"must be > 0, not {self.ratio_max_invites_per_answer!r}",
+                key_path="ratio_max_invites_per_answer",
+            )
         for method, limit in self.method_limits:
-            if not method or limit < 1:
-                raise ValueError(f"method limit {method!r}: {limit} must be positive")
+            if not method:
+                raise ConfigError("a method name cannot be empty", key_path="method_limits")
+            if limit < 1:
+                raise ConfigError(
+                    f"{method}: the limit must be at least 1, not {limit}",
+                    key_path="method_limits",
+                )
 
 
 class _Alert:

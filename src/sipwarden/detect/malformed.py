@@ -54,7 +54,7 @@ from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.sip.checks import MANDATORY_REQUEST_HEADERS, SINGLE_INSTANCE_HEADERS
 from sipwarden.sip.message import Message, Request
 
-from .common import EvidenceTally, describe, to_tag
+from .common import EvidenceTally, describe, require_durations, require_positive_counts, to_tag
 
 __all__ = [
     "CLASSES",
@@ -165,18 +165,14 @@ class MalformedSettings:
     max_sources: int = 20_000
 
     def __post_init__(self) -> None:
-        for name in ("burst_threshold", "max_sources"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be at least 1, not {getattr(self, name)}", key_path=name)
+        require_positive_counts(self, "burst_threshold", "max_sources")
         if self.high_threshold < self.burst_threshold:
             raise ConfigError(
                 f"must not be below burst_threshold ({self.burst_threshold})",
                 key_path="high_threshold",
             )
-        if not self.window > 0:
-            raise ConfigError(f"must be > 0, not {self.window!r}", key_path="window")
-        if not self.realert_after >= 0:
-            raise ConfigError(f"must be >= 0, not {self.realert_after!r}", key_path="realert_after")
+        require_durations(self, "window")
+        require_durations(self, "realert_after", zero=True)
         if not -1 <= self.max_forwards_floor <= 255:
             raise ConfigError(
                 f"must be from -1 to 255, not {self.max_forwards_floor}",
@@ -407,15 +403,8 @@ class MalformedDetector:
             severity = Severity.MEDIUM
         else:
             severity = Severity.LOW
-        last = tally.alerted_at
-        if (
-            last is not None
-            and severity <= tally.alerted_severity
-            and now - last < settings.realert_after
-        ):
+        if not tally.should_alert(severity, now, settings.realert_after):
             return
-        tally.alerted_at = now
-        tally.alerted_severity = severity
         source = key[0]
         listed = problems[:_MAX_LISTED]
         first = listed[0]

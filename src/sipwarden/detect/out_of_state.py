@@ -70,7 +70,7 @@ from sipwarden.sip.transaction import (
     server_key_of_response,
 )
 
-from .common import EvidenceTally, describe, to_tag
+from .common import EvidenceTally, describe, require_durations, require_positive_counts, to_tag
 from .passive_state import DialogKey, PassiveDialogs, PassiveTransactions, dialog_key
 
 __all__ = [
@@ -168,19 +168,13 @@ class OutOfStateSettings:
     idle_dialog_timeout: float = DIALOG_IDLE_TIMEOUT
 
     def __post_init__(self) -> None:
-        for name in ("threshold", "max_sources", "max_transactions", "max_dialogs"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"must be at least 1, not {getattr(self, name)}", key_path=name)
+        require_positive_counts(self, "threshold", "max_sources", "max_transactions", "max_dialogs")
         if self.high_threshold < self.threshold:
             raise ConfigError(
                 f"must not be below threshold ({self.threshold})", key_path="high_threshold"
             )
-        for name in ("window", "idle_dialog_timeout"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"must be > 0, not {getattr(self, name)!r}", key_path=name)
-        for name in ("realert_after", "warmup"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"must be >= 0, not {getattr(self, name)!r}", key_path=name)
+        require_durations(self, "window", "idle_dialog_timeout")
+        require_durations(self, "realert_after", "warmup", zero=True)
 
 
 class _Finding(NamedTuple):
@@ -500,15 +494,8 @@ class OutOfStateDetector:
             severity = Severity.MEDIUM
         else:
             return
-        last = tally.alerted_at
-        if (
-            last is not None
-            and severity <= tally.alerted_severity
-            and now - last < settings.realert_after
-        ):
+        if not tally.should_alert(severity, now, settings.realert_after):
             return
-        tally.alerted_at = now
-        tally.alerted_severity = severity
         source = key[0]
         breakdown = ", ".join(f"{what} x{n}" for what, n in sorted(tally.by_label.items()))
         findings.report(

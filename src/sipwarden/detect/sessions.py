@@ -60,10 +60,10 @@ from sipwarden.engine.contract import (
 from sipwarden.engine.correlation import account_of
 from sipwarden.engine.engine import Findings
 from sipwarden.engine.state import BoundedTable, prefix64
-from sipwarden.errors import RemoteProtocolError
+from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.sip.message import Request, Response
 
-from .common import describe
+from .common import describe, require_durations, require_positive_counts
 
 __all__ = [
     "RULE_PER_ACCOUNT",
@@ -130,16 +130,20 @@ class SessionSettings:
     max_alert_keys: int = 10_000
 
     def __post_init__(self) -> None:
-        if self.per_source_limit < 1 or self.per_account_limit < 1:
-            raise ValueError("per_source_limit and per_account_limit must be positive")
+        require_positive_counts(
+            self,
+            "per_source_limit",
+            "per_account_limit",
+            "max_calls",
+            "max_pending",
+            "max_alert_keys",
+        )
         if not 400 <= self.reject_status <= 699:
-            raise ValueError(f"reject_status {self.reject_status} is not a 4xx-6xx failure")
-        if min(self.max_call_duration, self.pending_timeout, self.realert_after) <= 0:
-            raise ValueError(
-                "max_call_duration, pending_timeout and realert_after must be positive"
+            raise ConfigError(
+                f"must be a 4xx-6xx failure status, not {self.reject_status}",
+                key_path="reject_status",
             )
-        if min(self.max_calls, self.max_pending, self.max_alert_keys) < 1:
-            raise ValueError("max_calls, max_pending and max_alert_keys must be positive")
+        require_durations(self, "max_call_duration", "pending_timeout", "realert_after")
 
 
 class _Call:
