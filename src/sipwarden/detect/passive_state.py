@@ -254,14 +254,6 @@ class PassiveDialog(NamedTuple):
     state: DialogState
 
     @property
-    def early(self) -> bool:
-        return self.state is DialogState.EARLY
-
-    @property
-    def confirmed(self) -> bool:
-        return self.state is DialogState.CONFIRMED
-
-    @property
     def terminated(self) -> bool:
         return self.state is DialogState.TERMINATED
 
