@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -157,19 +158,37 @@ def load_secret(path: str) -> bytes:
     """The routing key: read, or created with owner-only permissions when missing."""
     file = Path(path)
     try:
-        key = file.read_bytes()
-    except FileNotFoundError:
-        key = secrets.token_bytes(SECRET_BYTES)
-        descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(key)
-        log.info("created the routing key %s", file)
+        try:
+            key = file.read_bytes()
+        except FileNotFoundError:
+            key = _create_secret(file)
     except OSError as error:
         raise ConfigError(
             f"cannot read {path}: {error.strerror}", key_path="gateway.secret_file"
         ) from None
     if len(key) < 16:
         raise ConfigError(f"{path} holds fewer than 16 bytes", key_path="gateway.secret_file")
+    return key
+
+
+def _create_secret(file: Path) -> bytes:
+    """A new key, owner-only, put in place whole: written to a temporary file first and
+    linked under its name, which fails if another process got there first (gateway
+    workers start together); then the other's key is the one."""
+    key = secrets.token_bytes(SECRET_BYTES)
+    descriptor, temporary = tempfile.mkstemp(dir=file.parent or ".", prefix=".sipwarden-key-")
+    try:
+        with os.fdopen(descriptor, "wb") as out:  # mkstemp makes it 0600
+            out.write(key)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, file)
+        except FileExistsError:
+            return file.read_bytes()
+    finally:
+        os.unlink(temporary)
+    log.info("created the routing key %s", file)
     return key
 
 
@@ -267,6 +286,7 @@ def run_gateway(
     """
     gateway_settings(config)  # every configuration error before a worker starts
     count = worker_count(config.gateway.workers)
+    load_secret(config.gateway.secret_file)  # created here, before the workers read it
     if count == 1:
         return run_worker(config, json_lines=json_lines, duration=duration, reload=reload)
     # Each worker stops by itself after ``duration``; one that ended cleanly is
