@@ -35,7 +35,7 @@ from .screening import RateLimiter
 from .server import GatewayServer
 from .tls import client_context, server_context
 from .tokens import TokenSigner
-from .workers import supervise, worker_count
+from .workers import pin_to_core, supervise, worker_count
 
 __all__ = ["gateway_settings", "listeners_of", "load_secret", "run_gateway", "run_worker"]
 
@@ -309,6 +309,8 @@ def run_worker(
 ) -> int:
     """One worker (``worker`` is its index and the count): its ban manager, store
     connection, core and listeners."""
+    if worker[1] > 1:
+        pin_to_core(worker[0])
     listeners = listeners_of(config)
     store = _open_store(config)
     manager = build_ban_manager(

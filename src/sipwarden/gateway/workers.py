@@ -21,7 +21,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Final
 
-__all__ = ["MAX_RESTARTS", "supervise", "worker_count"]
+__all__ = ["MAX_RESTARTS", "pin_to_core", "supervise", "worker_count"]
 
 log = logging.getLogger("sipwarden.gateway")
 
@@ -37,6 +37,21 @@ def worker_count(configured: int) -> int:
     Contact alias, Via and Record-Route the PBX uses (see :mod:`.command`).
     """
     return configured or os.cpu_count() or 1
+
+
+def pin_to_core(index: int) -> None:
+    """Keep worker ``index`` on one core of those the process may use (round robin).
+
+    A worker that the scheduler moves between cores, or shares a core with
+    another worker, starts each message with cold caches, and an interpreter
+    walking a SIP message touches a lot of memory. Where affinity cannot be
+    set (another OS, a restricted container), the kernel keeps choosing.
+    """
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[index % len(cores)]})
+    except (AttributeError, OSError) as error:
+        log.debug("worker %d not pinned to a core: %s", index, error)
 
 
 def supervise(count: int, run_worker: Callable[[int], int]) -> int:
