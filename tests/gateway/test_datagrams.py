@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sipwarden.gateway.datagrams import BATCH, BUFFER_BYTES, DatagramSocket
+from sipwarden.gateway.datagrams import BATCH, BUFFER_BYTES, DatagramSocket, steering_program
 from sipwarden.gateway.model import Endpoint
 
 HOST = "127.0.0.1"
@@ -113,3 +113,49 @@ def test_a_failing_handler_costs_one_datagram_not_the_batch(
 
     assert asyncio.run(scenario()) == [b"one", b"two"]
     assert "could not be handled" in caplog.text
+
+
+def _senders_by_socket(workers: int) -> dict[str, set[int]]:
+    """Which of two sockets sharing a port got the datagrams of each source address,
+    each address sending from 32 source ports."""
+
+    async def scenario() -> dict[str, set[int]]:
+        got: dict[str, set[int]] = {}
+        port = _free_port()
+
+        def receiver(index: int) -> Callable[[bytes, Endpoint, float], None]:
+            return lambda data, src, now: got.setdefault(src.host, set()).add(index)
+
+        sockets = [DatagramSocket(HOST, port, receiver(index), workers=workers) for index in (0, 1)]
+        senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
+        try:
+            for number, sender in enumerate(senders):
+                sender.bind((f"127.0.0.{1 + number % 2}", 0))
+                sender.sendto(b"OPTIONS", (HOST, port))
+            await _wait_for(lambda: sum(len(s) for s in got.values()) >= 2 and _settled(got))
+            await asyncio.sleep(0.1)  # the rest of the 64 datagrams
+        finally:
+            for sender in senders:
+                sender.close()
+            for udp in sockets:
+                udp.close()
+        return got
+
+    return asyncio.run(scenario())
+
+
+def _settled(got: dict[str, set[int]]) -> bool:
+    return set(got) == {"127.0.0.1", "127.0.0.2"}
+
+
+def test_workers_get_every_datagram_of_a_source_address() -> None:
+    """Steered by address: a flood that varies its source ports still meets one worker's
+    per-source counters, and two addresses that differ in the low bit meet two."""
+    assert steering_program(2)[-2].k == 2
+    assert _senders_by_socket(workers=2) == {"127.0.0.1": {1}, "127.0.0.2": {0}}
+
+
+def test_without_steering_the_kernel_spreads_a_source_over_the_workers() -> None:
+    """The control: the kernel's own choice hashes the ports too (2**-31 odds of not)."""
+    got = _senders_by_socket(workers=1)
+    assert got["127.0.0.1"] == {0, 1} or got["127.0.0.2"] == {0, 1}

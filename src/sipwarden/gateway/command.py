@@ -322,7 +322,11 @@ def run_worker(
     try:
         core = build_core(config, manager, store, out, worker=worker)
         server = GatewayServer(
-            core, listeners, media=media_client(config), **tls_contexts(config, listeners)
+            core,
+            listeners,
+            media=media_client(config),
+            workers=worker[1],
+            **tls_contexts(config, listeners),
         )
 
         def rebuilt() -> GatewayCore | None:

@@ -23,9 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from sipwarden.net.live import BpfInstruction, attach_program
+
 from .model import Endpoint
 
-__all__ = ["BUFFER_BYTES", "DatagramSocket", "peer_endpoint"]
+__all__ = ["BUFFER_BYTES", "DatagramSocket", "peer_endpoint", "steering_program"]
 
 log = logging.getLogger("sipwarden.gateway")
 
@@ -42,6 +44,45 @@ SO_RCVBUFFORCE: Final = 33
 
 Receiver = Callable[[bytes, Endpoint, float], None]
 
+# Linux's asm-generic/socket.h and filter.h.
+SO_ATTACH_REUSEPORT_CBPF: Final = 51
+_SKF_NET_OFF: Final = 0x100000  # subtracted from an offset: from the network header
+
+
+def _at_network_header(offset: int) -> int:
+    return (offset - _SKF_NET_OFF) & 0xFFFFFFFF
+
+
+def steering_program(workers: int) -> list[BpfInstruction]:
+    """Classic BPF for SO_ATTACH_REUSEPORT_CBPF: the socket of the group (one per
+    worker) is the source address modulo the number of workers.
+
+    The kernel's own choice hashes the source port too, so a flood that varies
+    its ports was spread over the workers, each counting a share of it against
+    the per-source limits. Chosen by address, one source's traffic all meets
+    one worker's counters. IPv4 sources by their address, IPv6 ones by its
+    last 32 bits; both kinds reach a dual-stack socket.
+    """
+    return [
+        BpfInstruction(0x30, 0, 0, _at_network_header(0)),  # ldb [net + 0]: version, IHL
+        BpfInstruction(0x74, 0, 0, 4),  # rsh #4: the IP version
+        BpfInstruction(0x15, 0, 2, 4),  # jeq #4 ? next : +2
+        BpfInstruction(0x20, 0, 0, _at_network_header(12)),  # ld [net + 12]: IPv4 source
+        BpfInstruction(0x05, 0, 0, 1),  # ja +1
+        BpfInstruction(0x20, 0, 0, _at_network_header(20)),  # ld [net + 20]: IPv6 source, low
+        BpfInstruction(0x94, 0, 0, workers),  # mod #workers
+        BpfInstruction(0x16, 0, 0, 0),  # ret a: the socket's index in the group
+    ]
+
+
+def _steer_by_source(sock: socket.socket, workers: int) -> None:
+    """One worker per source address (see :func:`steering_program`); where the kernel
+    refuses, it keeps its own choice, which is still correct, only less exact."""
+    try:
+        attach_program(sock, SO_ATTACH_REUSEPORT_CBPF, steering_program(workers))
+    except OSError as error:
+        log.warning("sources not steered to one worker each: %s", error)
+
 
 def peer_endpoint(transport: str, address: tuple[str, int] | tuple[str, int, int, int]) -> Endpoint:
     """The peer of a socket address; an IPv4 peer of a dual-stack socket by its IPv4 address."""
@@ -55,7 +96,7 @@ def _grow_buffer(sock: socket.socket, forced: int, plain: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, plain, BUFFER_BYTES)
 
 
-def _bound_socket(host: str, port: int) -> socket.socket:
+def _bound_socket(host: str, port: int, workers: int) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
     )[0]
@@ -67,6 +108,8 @@ def _bound_socket(host: str, port: int) -> socket.socket:
         _grow_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF)
         sock.setblocking(False)
         sock.bind(address)
+        if workers > 1:
+            _steer_by_source(sock, workers)
     except BaseException:
         sock.close()
         raise
@@ -74,10 +117,14 @@ def _bound_socket(host: str, port: int) -> socket.socket:
 
 
 class DatagramSocket:
-    """One bound UDP socket on the running loop; ``receive`` gets each datagram."""
+    """One bound UDP socket on the running loop; ``receive`` gets each datagram.
 
-    def __init__(self, host: str, port: int, receive: Receiver) -> None:
-        self._sock = _bound_socket(host, port)
+    ``workers``: how many processes share the address (SO_REUSEPORT); with more
+    than one, each source address is given to one of them.
+    """
+
+    def __init__(self, host: str, port: int, receive: Receiver, *, workers: int = 1) -> None:
+        self._sock = _bound_socket(host, port, workers)
         self._receive = receive
         self._queue: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
         self._loop = asyncio.get_running_loop()

@@ -98,8 +98,10 @@ class GatewayServer:
         server_tls: ssl.SSLContext | None = None,
         client_tls: ssl.SSLContext | None = None,
         media: RtpengineClient | None = None,
+        workers: int = 1,
     ) -> None:
         self.core = core
+        self.workers = workers  # processes sharing the listeners
         self.media = media
         self.listeners = list(listeners)
         self.server_tls = server_tls
@@ -115,7 +117,9 @@ class GatewayServer:
             await self.media.start()
         for listener in self.listeners:
             if listener.transport == "udp":
-                udp = DatagramSocket(listener.host, listener.port, self._datagram)
+                udp = DatagramSocket(
+                    listener.host, listener.port, self._datagram, workers=self.workers
+                )
                 self._udp[6 if ":" in listener.host else 4] = udp
             else:
                 await self._listen_stream(listener)

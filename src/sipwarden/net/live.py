@@ -125,6 +125,7 @@ __all__ = [
     "LinkKind",
     "LiveCapture",
     "assemble",
+    "attach_program",
     "build_filter",
 ]
 
@@ -455,6 +456,16 @@ def assemble(program: Sequence[BpfInstruction]) -> bytes:
     return b"".join(_BPF_INSN.pack(*insn) for insn in program)
 
 
+def attach_program(sock: socket.socket, option: int, program: Sequence[BpfInstruction]) -> None:
+    """Give a classic BPF program to a socket option (SO_ATTACH_FILTER,
+    SO_ATTACH_REUSEPORT_CBPF, ...). Raises OSError when the kernel refuses it."""
+    code = ctypes.create_string_buffer(assemble(program))
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }, native
+    # alignment; the kernel copies the instructions during the call.
+    fprog = struct.pack("@HP", len(program), ctypes.addressof(code))
+    sock.setsockopt(socket.SOL_SOCKET, option, fprog)
+
+
 # --- the capture ------------------------------------------------------------------
 
 
@@ -676,12 +687,8 @@ class LiveCapture:
 
     @staticmethod
     def _attach_filter(sock: socket.socket, program: Sequence[BpfInstruction]) -> None:
-        code = ctypes.create_string_buffer(assemble(program))
-        # struct sock_fprog { unsigned short len; struct sock_filter *filter; }, native
-        # alignment; the kernel copies the instructions during the call.
-        fprog = struct.pack("@HP", len(program), ctypes.addressof(code))
         try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+            attach_program(sock, _SO_ATTACH_FILTER, program)
         except OSError as exc:
             raise CaptureError(f"the kernel refused the capture filter: {exc}") from exc
 
