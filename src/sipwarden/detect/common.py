@@ -15,7 +15,6 @@ __all__ = [
     "EvidenceTally",
     "describe",
     "iso_time",
-    "require_at_least",
     "require_durations",
     "require_positive_counts",
     "safe_user_agent",
@@ -126,14 +125,10 @@ class EvidenceTally:
 
 def require_positive_counts(settings: object, *names: str) -> None:
     """Counts, thresholds and bounds: integers of at least 1."""
-    require_at_least(settings, 1, *names)
-
-
-def require_at_least(settings: object, low: float, *names: str) -> None:
     for name in names:
         value = getattr(settings, name)
-        if not value >= low:
-            raise ConfigError(f"must be at least {low:g}, not {value!r}", key_path=name)
+        if not value >= 1:
+            raise ConfigError(f"must be at least 1, not {value!r}", key_path=name)
 
 
 def require_durations(settings: object, *names: str, zero: bool = False) -> None:
