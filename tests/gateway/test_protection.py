@@ -8,7 +8,7 @@ from sipwarden.config import parse_config
 from sipwarden.detect.out_of_state import OutOfStateSettings
 from sipwarden.enforce.manager import BanManager
 from sipwarden.enforce.setup import build_ban_manager
-from sipwarden.gateway.command import build_core, protected_hosts
+from sipwarden.gateway.command import build_core, gateway_settings, protected_hosts
 from sipwarden.gateway.core import GatewayCore
 from sipwarden.gateway.model import Endpoint
 
@@ -27,7 +27,10 @@ def gateway(tmp_path: Path) -> tuple[GatewayCore, BanManager]:
         '[store]\npath = ""\n'
     )
     manager = build_ban_manager(
-        config, store=None, enforcing=False, protected=protected_hosts(config)
+        config,
+        store=None,
+        enforcing=False,
+        protected=protected_hosts(gateway_settings(config)),
     )
     manager.start(NOW)
     return build_core(config, manager, None, None), manager
@@ -58,7 +61,7 @@ def burst(core: GatewayCore, source: Endpoint, uri: str) -> float:
 
 def test_upstream_addresses_are_protected_by_name_and_address(tmp_path: Path) -> None:
     core, manager = gateway(tmp_path)
-    assert protected_hosts(parse_config("")) == ("127.0.0.1",)  # the default PBX
+    assert protected_hosts(gateway_settings(parse_config(""))) == ("127.0.0.1",)  # the default PBX
     for host in (PBX.host, "127.0.0.1"):  # "localhost" is resolved
         assert core.engine.ban_policy.is_trusted(host)
         assert manager.is_allowlisted(host)

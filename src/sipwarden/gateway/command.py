@@ -138,20 +138,16 @@ def gateway_settings(config: Config, *, worker: int = 0, workers: int = 1) -> Ga
     )
 
 
-def protected_hosts(config: Config) -> tuple[str, ...]:
-    """The PBXs' addresses: allowlisted whatever ``[bans]`` says.
+def protected_hosts(settings: GatewaySettings) -> tuple[str, ...]:
+    """The PBXs' addresses (as resolved in the settings): allowlisted whatever
+    ``[bans]`` says.
 
     The gateway sees the PBX as a source like any other (its answers, the calls
     and qualify OPTIONS it sends out), and a detector counting them must never
     get it banned: a kernel ban on the PBX would be the outage the gateway is
     there to prevent.
     """
-    return tuple(
-        dict.fromkeys(
-            parse_endpoint(text, key_path="gateway.upstreams", resolve=True).host
-            for text in config.gateway.upstreams
-        )
-    )
+    return tuple(dict.fromkeys(upstream.host for upstream in settings.upstreams))
 
 
 def load_secret(path: str) -> bytes:
@@ -234,10 +230,13 @@ def build_core(
     out: TextIO | None,
     *,
     worker: tuple[int, int] = (0, 1),
+    settings: GatewaySettings | None = None,
 ) -> GatewayCore:
-    settings = gateway_settings(config, worker=worker[0], workers=worker[1])
+    """The worker's core; ``settings`` when the caller already made them from ``config``."""
+    if settings is None:
+        settings = gateway_settings(config, worker=worker[0], workers=worker[1])
     bans = ban_settings(config.bans)
-    bans = replace(bans, allowlist=(*bans.allowlist, *protected_hosts(config)))
+    bans = replace(bans, allowlist=(*bans.allowlist, *protected_hosts(settings)))
     engine = build_engine(detection_settings(config.detect), bans=bans)
     return GatewayCore(
         settings,
@@ -312,15 +311,16 @@ def run_worker(
     if worker[1] > 1:
         pin_to_core(worker[0])
     listeners = listeners_of(config)
+    settings = gateway_settings(config, worker=worker[0], workers=worker[1])
     store = _open_store(config)
     manager = build_ban_manager(
-        config, store=store, enforcing=True, protected=protected_hosts(config)
+        config, store=store, enforcing=True, protected=protected_hosts(settings)
     )
     manager.start(time.time())
     manager.run_in_background()
     out = sys.stdout if json_lines else None
     try:
-        core = build_core(config, manager, store, out, worker=worker)
+        core = build_core(config, manager, store, out, worker=worker, settings=settings)
         server = GatewayServer(
             core,
             listeners,
