@@ -43,7 +43,7 @@ from .hiding import HeaderRules, hide_sdp, replace_identity
 from .media_policy import srtp_verdict
 from .model import Endpoint, GatewaySettings, MediaStep, Send, Side
 from .pinholes import Pinholes
-from .routing import BRANCH_PREFIX, Router, endpoint_of_via, literal_endpoint
+from .routing import Router, endpoint_of_via, literal_endpoint
 from .screening import RateLimiter, is_bogon
 from .tls import account_allowed
 from .tokens import TokenSigner
@@ -124,7 +124,6 @@ class GatewayCore:
         # (nothing, or the identity), so they cannot be told apart by it.
         self._server_header = (("Server", settings.identity),) if settings.identity else ()
         self.capabilities = Capabilities()
-        self._faces = frozenset({settings.inside.hostport, settings.outside.hostport})
 
     # ---------------------------------------------------------------- entry points
 
@@ -398,11 +397,7 @@ class GatewayCore:
 
     def _is_loop(self, request: Request) -> bool:
         """Our own Via already in the request: it came back round (RFC 3261 16.3 step 4)."""
-        faces = self._faces
-        return any(
-            (via.branch or "").startswith(BRANCH_PREFIX) and via.sent_by in faces
-            for via in request.via
-        )
+        return any(self.router.wrote(via) for via in request.via)
 
     def _forward_inward(self, request: Request, source: Endpoint, now: float) -> list[Send]:
         router = self.router

@@ -91,6 +91,7 @@ class Router:
         self.signer = signer
         # Written into (or compared with) nearly every message: formatted once.
         self._hostport = {Side.INSIDE: inside.hostport, Side.OUTSIDE: outside.hostport}
+        self._faces = frozenset(self._hostport.values())
         self._via_prefix = {
             side: f"SIP/2.0/{face.via_transport} {face.hostport};branch="
             for side, face in ((Side.INSIDE, inside), (Side.OUTSIDE, outside))
@@ -176,6 +177,10 @@ class Router:
         message.headers.replace_all("Via", vias[1:])
         message.headers.seed("via", remaining)  # the same fields: no second parse
         return top
+
+    def wrote(self, via: Via) -> bool:
+        """Whether ``via`` is one of ours, at either face (a loop, RFC 3261 16.3 step 4)."""
+        return (via.branch or "").startswith(BRANCH_PREFIX) and via.sent_by in self._faces
 
     def hidden_vias(self, via: Via) -> tuple[str, ...] | None:
         """The Vias our Via replaced (see :meth:`push_via`), or None."""
