@@ -90,6 +90,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
+if not __package__:  # run as a script (python bench/NAME.py): the root holds the bench package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import free_udp_port, require, stop_process, tail, udp_port_bound
+
 BENCH_DIR: Final = Path(__file__).resolve().parent
 SCENARIOS: Final = BENCH_DIR / "sipp"
 KAMAILIO_TEMPLATE: Final = BENCH_DIR / "kamailio" / "relay.cfg"
@@ -126,30 +131,6 @@ SUPERVISOR_LINE: Final = re.compile(r"gateway supervisor: (\d+) workers")
 # --------------------------------------------------------------------------- helpers
 
 
-def require(tool: str, package: str) -> str:
-    path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
-    if path is None:
-        raise SystemExit(f"{tool} is missing: apt-get install {package}")
-    return path
-
-
-def free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def udp_port_bound(host: str, port: int) -> bool:
-    """Whether some socket holds udp ``host:port`` (we cannot bind it ourselves)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def port_free_on_all(hosts: Sequence[str]) -> int:
     """A UDP port that is free on every one of ``hosts`` (SIPp -t ui binds -p on each)."""
     for _ in range(50):
@@ -157,29 +138,6 @@ def port_free_on_all(hosts: Sequence[str]) -> int:
         if not any(udp_port_bound(host, port) for host in hosts[1:]):
             return port
     raise SystemExit("no UDP port is free on all the phone addresses")
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def stop_process(proc: subprocess.Popen[bytes], first: int, grace: float) -> int:
-    """Signal ``proc`` (its whole process group: started with its own session); SIGKILL
-    after ``grace`` seconds."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, first)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
 
 
 def group_cpu_seconds(pgid: int) -> float:

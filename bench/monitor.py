@@ -126,6 +126,11 @@ from sipwarden.net.pcap import open_capture
 from sipwarden.runtime import tune_garbage_collector
 from sipwarden.sip.message import Response
 
+if not __package__:  # run as a script (python bench/NAME.py): the root holds the bench package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import free_udp_port, require, stop_process, tail, udp_port_bound
+
 # Bump when the scenarios change (the SIPp recording) or the scale-up does (the capture).
 RECORDING_VERSION: Final = 1
 GENERATOR_VERSION: Final = 2
@@ -419,50 +424,6 @@ def flows_for(base_calls: int) -> tuple[Flow, ...]:
     )
 
 
-def free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def udp_port_bound(host: str, port: int) -> bool:
-    """Whether some socket holds udp ``host:port`` (we cannot bind it ourselves)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def require(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise SystemExit(f"{tool} is missing: apt-get install {package}")
-    return path
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def stop(proc: subprocess.Popen[bytes], first: int = signal.SIGINT, grace: float = 5.0) -> int:
-    """Signal ``proc`` and wait; SIGKILL after ``grace`` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(first)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 class SippRun:
     """One SIPp process of the recording, its logs in ``rundir``."""
 
@@ -522,7 +483,7 @@ def start_uas(sipp: str, workdir: Path, flow: Flow, timeout: int) -> tuple[SippR
             if udp_port_bound(UAS_HOST, port):
                 return run, port
             time.sleep(0.02)
-        stop(run.proc, signal.SIGKILL)
+        stop_process(run.proc, signal.SIGKILL)
     raise SystemExit(f"SIPp UAS {flow.name} did not start:\n{run.describe()}")
 
 
@@ -588,7 +549,7 @@ class Dumpcap:
         self.close()
 
     def close(self) -> None:
-        stop(self.proc)
+        stop_process(self.proc)
         self._sock.close()
 
 
@@ -637,7 +598,7 @@ def record_base(workdir: Path, base_calls: int) -> Path:
         )
     finally:
         for run in started:
-            stop(run.proc, signal.SIGKILL, grace=1.0)
+            stop_process(run.proc, signal.SIGKILL, grace=1.0)
     shutil.rmtree(rundir, ignore_errors=True)
     return path
 
