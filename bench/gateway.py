@@ -520,7 +520,37 @@ def _options_probe(port: int, local_port: int, token: str) -> bytes:
     ).encode()
 
 
-class Kamailio:
+class _ProcessRelay:
+    """A relay run as a process of its own (its whole group), on a free UDP port."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    cpu_start: float
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def _start(self, what: str, log: Path) -> None:
+        """Spawn on a free port until the relay answers (another process may take the
+        port between our probe and its bind); three tries."""
+        for _ in range(3):
+            self.port = free_udp_port(HOST)
+            self.proc = self._spawn()
+            if self.ready():
+                # Start-up (imports, parsing the configuration) is not the relay's work.
+                self.cpu_start = group_cpu_seconds(self.proc.pid)
+                return
+            stop_process(self.proc, signal.SIGKILL, 1.0)
+        raise SystemExit(f"{what} did not start:\n{tail(log)}")
+
+    def target(self) -> tuple[str, int]:
+        return (HOST, self.port)
+
+
+class Kamailio(_ProcessRelay):
     """Kamailio with bench/kamailio/relay.cfg, relaying to the UAS."""
 
     name = "kamailio"
@@ -531,33 +561,23 @@ class Kamailio:
         self.dir.mkdir(parents=True)
         self.instance = uuid.uuid4().hex[:12]
         self.log = self.dir / "kamailio.log"
-        for _ in range(3):
-            self.port = free_udp_port(HOST)
-            config = self.render(uas, children)
-            with self.log.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    # -DD: foreground, still forking the workers; -E: log to stderr.
-                    [
-                        self.binary,
-                        "-DD",
-                        "-E",
-                        "-f",
-                        str(config),
-                        "-Y",
-                        str(self.dir),
-                        *KAMAILIO_MEMORY,
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.dir,
-                    start_new_session=True,
-                )
-            if self.ready():
-                self.cpu_start = group_cpu_seconds(self.proc.pid)
-                return
-            stop_process(self.proc, signal.SIGKILL, 1.0)
-        raise SystemExit(f"Kamailio did not start:\n{tail(self.log)}")
+        self.uas = uas
+        self.children = children
+        self._start("Kamailio", self.log)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        config = self.render(self.uas, self.children)
+        # -DD: foreground, still forking the workers; -E: log to stderr.
+        argv = [self.binary, "-DD", "-E", "-f", str(config), "-Y", str(self.dir), *KAMAILIO_MEMORY]
+        with self.log.open("ab") as log:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                start_new_session=True,
+            )
 
     def render(self, uas: Uas, children: int) -> Path:
         params = [
@@ -593,9 +613,6 @@ class Kamailio:
                     return True
         return False
 
-    def target(self) -> tuple[str, int]:
-        return (HOST, self.port)
-
     def stop(self) -> dict[str, object]:
         cpu = group_cpu_seconds(self.proc.pid) - self.cpu_start
         stop_process(self.proc, signal.SIGTERM, 5.0)
@@ -619,7 +636,7 @@ def gateway_config(
     )
 
 
-class Gateway:
+class Gateway(_ProcessRelay):
     """``python -m sipwarden gateway`` with its default policy, relaying to the UAS.
 
     ``workers`` None keeps the gateway's default (``gateway.workers = 0``: one
@@ -638,31 +655,31 @@ class Gateway:
         self.stdout = self.dir / "events.jsonl"
         self.stderr = self.dir / "gateway.log"
         self.workers = 1
-        for _ in range(3):
-            self.port = free_udp_port(HOST)
-            config = self.dir / "sipwarden.toml"
-            config.write_text(gateway_config(self.dir, self.port, uas.port, workers=workers))
-            python = [sys.executable]
-            if profile is not None:
-                python += ["-m", "cProfile", "-o", str(profile)]
-            argv = [*python, "-m", "sipwarden", "--config", str(config), "gateway", "--json"]
-            self.stdout.write_bytes(b"")
-            self.stderr.write_bytes(b"")
-            with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
-                self.proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    cwd=self.dir,
-                    start_new_session=True,
-                )
-            if self.ready():
-                # Start-up (imports, the engine) is not the relay's work.
-                self.cpu_start = group_cpu_seconds(self.proc.pid)
-                return
-            stop_process(self.proc, signal.SIGKILL, 1.0)
-        raise SystemExit(f"the gateway did not start:\n{tail(self.stderr)}")
+        self.uas_port = uas.port
+        self.configured_workers = workers
+        self.profile = profile
+        self._start("the gateway", self.stderr)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        config = self.dir / "sipwarden.toml"
+        config.write_text(
+            gateway_config(self.dir, self.port, self.uas_port, workers=self.configured_workers)
+        )
+        python = [sys.executable]
+        if self.profile is not None:
+            python += ["-m", "cProfile", "-o", str(self.profile)]
+        argv = [*python, "-m", "sipwarden", "--config", str(config), "gateway", "--json"]
+        self.stdout.write_bytes(b"")
+        self.stderr.write_bytes(b"")
+        with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=self.dir,
+                start_new_session=True,
+            )
 
     def ready(self) -> bool:
         """Every worker says "gateway running" (the supervisor names how many there are)."""
@@ -683,9 +700,6 @@ class Gateway:
                     return True
             time.sleep(0.05)
         return False
-
-    def target(self) -> tuple[str, int]:
-        return (HOST, self.port)
 
     def stop(self) -> dict[str, object]:
         cpu = group_cpu_seconds(self.proc.pid) - self.cpu_start
