@@ -14,7 +14,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-__all__ = ["free_udp_port", "require", "stop_process", "tail", "udp_port_bound"]
+__all__ = ["free_udp_port", "require", "spawn_logged", "stop_process", "tail", "udp_port_bound"]
 
 
 def require(tool: str, package: str) -> str:
@@ -48,6 +48,21 @@ def tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def spawn_logged(rundir: Path, argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in ``rundir``, in a session of its own; its command line goes to
+    ``argv.txt`` and its output to ``stdout.log`` there."""
+    (rundir / "argv.txt").write_text(" ".join(argv) + "\n")
+    with (rundir / "stdout.log").open("wb") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=rundir,
+            start_new_session=True,
+        )
 
 
 def stop_process(

@@ -93,7 +93,14 @@ from typing import Final, Protocol
 if not __package__:  # run as a script (python bench/NAME.py): the root holds the bench package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_udp_port, require, stop_process, tail, udp_port_bound
+from bench.common import (
+    free_udp_port,
+    require,
+    spawn_logged,
+    stop_process,
+    tail,
+    udp_port_bound,
+)
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 SCENARIOS: Final = BENCH_DIR / "sipp"
@@ -296,18 +303,6 @@ class Sipp:
             *("-buff_size", "4194304", "-max_recv_loops", "10000", "-max_sched_loops", "10000"),
         ]
 
-    def spawn(self, rundir: Path, argv: list[str]) -> subprocess.Popen[bytes]:
-        (rundir / "argv.txt").write_text(" ".join(argv) + "\n")
-        with (rundir / "stdout.log").open("wb") as out:
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=rundir,
-                start_new_session=True,
-            )
-
 
 class Uas:
     """The SIPp UAS (the PBX) on HOST, in the background.
@@ -322,7 +317,7 @@ class Uas:
             self.port = free_udp_port(HOST)
             argv = [*sipp.common(self.rundir, "call_uas.xml"), "-p", str(self.port)]
             argv += ["-d", str(linger_ms)]
-            self.proc = sipp.spawn(self.rundir, argv)
+            self.proc = spawn_logged(self.rundir, argv)
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if udp_port_bound(HOST, self.port):
@@ -427,7 +422,7 @@ def run_calls(
     ]
     if setup_times is not None:
         argv += ["-trace_rtt", "-rtt_freq", "1"]
-    proc = sipp.spawn(rundir, argv)
+    proc = spawn_logged(rundir, argv)
     try:
         proc.wait(timeout=2 * seconds + 2 * patience + 45)
     except subprocess.TimeoutExpired:
@@ -472,7 +467,7 @@ class Flood:
             *("-s", CALLEE, "-r", "1000000", "-rp", "1000", "-m", "1000000000", "-l", "1000000"),
             *("-timeout", f"{timeout}s"),
         ]
-        self.proc = sipp.spawn(self.rundir, argv)
+        self.proc = spawn_logged(self.rundir, argv)
 
     def stop(self) -> SippStats:
         stop_process(self.proc, signal.SIGUSR1, 5.0)

@@ -129,7 +129,14 @@ from sipwarden.sip.message import Response
 if not __package__:  # run as a script (python bench/NAME.py): the root holds the bench package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_udp_port, require, stop_process, tail, udp_port_bound
+from bench.common import (
+    free_udp_port,
+    require,
+    spawn_logged,
+    stop_process,
+    tail,
+    udp_port_bound,
+)
 
 # Bump when the scenarios change (the SIPp recording) or the scale-up does (the capture).
 RECORDING_VERSION: Final = 1
@@ -430,16 +437,7 @@ class SippRun:
     def __init__(self, rundir: Path, argv: list[str]) -> None:
         self.rundir = rundir
         rundir.mkdir(parents=True, exist_ok=True)
-        (rundir / "argv.txt").write_text(" ".join(argv) + "\n")
-        with (rundir / "stdout.log").open("wb") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=rundir,
-                start_new_session=True,
-            )
+        self.proc = spawn_logged(rundir, argv)
 
     def describe(self) -> str:
         return f"{self.rundir.name}: exit {self.proc.returncode}\n" + tail(
