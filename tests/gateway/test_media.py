@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.test_calls import Address, gateway_process
+from monitor.live_support import LiveMonitor
 from peers import BENIGN_USERS, KamailioRegistrar, Sipp
 from peers.capture import SipPacket, capture, read_sip
 from peers.phone import ScriptedPhone
@@ -22,6 +23,14 @@ from peers.rtpengine import Rtpengine
 from sipwarden.sip.message import Response
 from sipwarden.sip.sdp import parse_sdp
 from support import free_port
+
+
+def anchored_gateway(
+    tmp_path: Path, port: int, pbx: KamailioRegistrar, rtpengine: Rtpengine
+) -> LiveMonitor:
+    """The real gateway in front of ``pbx``, every SDP anchored through ``rtpengine``."""
+    media = f'\n[gateway.media]\nrtpengine = "{rtpengine.ng_address}"\n'
+    return gateway_process(tmp_path, port, pbx, extra=media)
 
 
 def sdp_addresses(packet: SipPacket) -> tuple[set[str], set[int]]:
@@ -42,12 +51,7 @@ def test_the_outside_sees_only_rtpengines_media_address(
     with (
         runner.uas() as uas,
         KamailioRegistrar(tmp_path / "kamailio", users, downstream=(uas.host, uas.port)) as pbx,
-        gateway_process(
-            tmp_path,
-            port,
-            pbx,
-            extra=f'\n[gateway.media]\nrtpengine = "{rtpengine_daemon.ng_address}"\n',
-        ) as gateway,
+        anchored_gateway(tmp_path, port, pbx, rtpengine_daemon) as gateway,
         capture(
             tmp_path, bpf=f"udp port {port} and not udp port {pbx.port}", name="outside.pcap"
         ) as outside,
@@ -123,12 +127,7 @@ def test_rtp_flows_through_rtpengine_between_the_phone_and_the_pbx(
         with (
             runner.uas(extra=["-rtp_echo"]) as uas,
             KamailioRegistrar(tmp_path / "kamailio", users, downstream=(uas.host, uas.port)) as pbx,
-            gateway_process(
-                tmp_path,
-                port,
-                pbx,
-                extra=f'\n[gateway.media]\nrtpengine = "{rtpengine_daemon.ng_address}"\n',
-            ),
+            anchored_gateway(tmp_path, port, pbx, rtpengine_daemon),
             ScriptedPhone(
                 "127.0.0.1", port, None, "100", users["100"], media_port=media.getsockname()[1]
             ) as phone,
