@@ -28,9 +28,11 @@ from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 from sipwarden.engine.contract import Action, Direction, Inspection, Observation, Verdict
+from sipwarden.engine.correlation import carries_credentials
 from sipwarden.engine.engine import Engine
 from sipwarden.errors import RemoteProtocolError
 from sipwarden.sip.checks import check_proxy_request
+from sipwarden.sip.fields import Via
 from sipwarden.sip.limits import DEFAULT_LIMITS, ParserLimits
 from sipwarden.sip.message import Message, Request, Response
 from sipwarden.sip.parser import parse_message
@@ -304,11 +306,7 @@ class GatewayCore:
         """
         self.counters.replied += 1
         # A 100 carries no To tag (RFC 3261 8.2.6.2): no keyed hash for every INVITE.
-        tag = (
-            self.signer.digest("tag", request.call_id or "", request.headers.get("from") or "")
-            if status > 100
-            else None
-        )
+        tag = self._to_tag(request) if status > 100 else None
         response = make_response(
             request, status, reason, to_tag=tag, headers=(*headers, *self._server_header)
         )
@@ -316,6 +314,10 @@ class GatewayCore:
         if now is not None:
             self._inspect_answer(response, data, to, now)
         return Send(to, data)
+
+    def _to_tag(self, request: Request) -> str:
+        """The To tag of our own answers to ``request``: stable for its retransmissions."""
+        return self.signer.digest("tag", request.call_id or "", request.headers.get("from") or "")
 
     def _inspect_answer(self, response: Response, data: bytes, to: Endpoint, now: float) -> None:
         """Our own final answer to a request the engine inspected, shown to the engine
@@ -373,8 +375,7 @@ class GatewayCore:
         """488 for a call whose SDP offers no SRTP, when the policy requires it."""
         if not self.settings.require_srtp:
             return None
-        tag = self.signer.digest("tag", request.call_id or "", request.headers.get("from") or "")
-        refusal = srtp_verdict(request, require_srtp=True, to_tag=tag)
+        refusal = srtp_verdict(request, require_srtp=True, to_tag=self._to_tag(request))
         if refusal is None:
             return None
         for name, value in self._server_header:
@@ -424,11 +425,7 @@ class GatewayCore:
             request.headers.insert_before("Record-Route", router.inside_record_route())
         router.push_via(request, Side.INSIDE, branch)
         if method != "ACK":
-            credentials = "authorization" in request.headers or (
-                "proxy-authorization" in request.headers
-            )
-            offered = _has_sdp(request)
-            entry = Transaction(source, upstream, credentials, offered)
+            entry = Transaction(source, upstream, carries_credentials(request), _has_sdp(request))
             self.transactions.put(branch, method, entry, now)
         media = self._media_step(request, Side.INSIDE)
         sends = [Send(self.upstreams.endpoint(upstream), request.to_bytes(), media)]
@@ -460,17 +457,17 @@ class GatewayCore:
                 "dropped a response from the PBX that is not for us: %s", response.start_line()
             )
             return []
-        cseq = response.cseq
-        transaction = self.transactions.get(via.branch or "", cseq.method if cseq else "")
+        transaction = self._transaction_of(response, via)
         destination = self._reply_destination(response, transaction)
         if destination is None:
             return []
         self._learn_challenge(response)
+        cseq = response.cseq
         method = cseq.method if cseq else ""
         if method == "REGISTER" and 200 <= response.status < 300:
             self.pinholes.registered(destination, response, now)
         if transaction is not None and self.settings.uniform_auth_answers:
-            self._uniform_auth(response, transaction, cseq.method if cseq else "", now)
+            self._uniform_auth(response, transaction, method, now)
         upstream = (
             transaction.upstream if transaction is not None else self.upstreams.index_of(source)
         )
@@ -484,6 +481,11 @@ class GatewayCore:
             transaction.last_response = out if media is None or media.kind == "delete" else None
         self.counters.forwarded += 1
         return [Send(destination, out, media)]
+
+    def _transaction_of(self, response: Response, via: Via) -> Transaction | None:
+        """The transaction ``response`` answers, by the branch of our Via and its method."""
+        cseq = response.cseq
+        return self.transactions.get(via.branch or "", cseq.method if cseq else "")
 
     def _reply_destination(
         self, response: Response, transaction: Transaction | None
@@ -595,9 +597,11 @@ class GatewayCore:
         upstream = self.upstreams.index_of(destination)
         self.router.alias_contacts(response, Side.INSIDE, phone=source, upstream=upstream)
         self.counters.forwarded += 1
-        cseq = response.cseq
-        asked = self.transactions.get(via.branch or "", cseq.method if cseq else "")
-        media = self._media_step(response, Side.INSIDE, asked)
+        media = (
+            self._media_step(response, Side.INSIDE, self._transaction_of(response, via))
+            if self.settings.anchor_media
+            else None
+        )
         return [Send(destination, response.to_bytes(), media)]
 
 
