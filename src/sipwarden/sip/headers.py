@@ -469,16 +469,13 @@ class Headers:
         for key in keys:
             cache.pop(key, None)
 
-    def _changed(self, key: str | None = None) -> None:
-        """Forget the typed views an edit made stale: those of ``key`` only (each view
-        is parsed from the fields of one key; ``contact*`` from ``contact``'s), or all
-        of them. A proxy edits several headers per message, and re-parsing the
+    def _changed(self, key: str) -> None:
+        """Forget the typed views an edit of ``key`` made stale: those of ``key`` only
+        (each view is parsed from the fields of one key; ``contact*`` from
+        ``contact``'s). A proxy edits several headers per message, and re-parsing the
         untouched ones after every edit was a measurable share of its time."""
-        if key is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(key, None)
-            self._cache.pop(key + "*", None)
+        self._cache.pop(key, None)
+        self._cache.pop(key + "*", None)
         self.edited = True
 
     # -- output ------------------------------------------------------------
