@@ -56,6 +56,7 @@ from sipwarden.engine.state import BoundedTable, prefix64
 from sipwarden.errors import ConfigError, RemoteProtocolError
 from sipwarden.sip.abnf import TOKEN
 from sipwarden.sip.headers import header_key
+from sipwarden.sip.memo import Memo
 from sipwarden.sip.message import Request
 from sipwarden.sip.uri import NameAddr, SipUri
 
@@ -719,9 +720,9 @@ class _Screen:
     The verdict on a value is remembered: the User-Agents, Contacts and From
     parts of ongoing traffic repeat, and one dictionary lookup costs less
     than the dozen regex searches it stands for. A regex search depends on
-    the value alone, so remembering it changes no result. When full, the
-    memo starts over (sip.memo's policy): a flood of unique values costs a
-    fixed amount of memory (``_SCREEN_MEMO_ENTRIES`` values of at most
+    the value alone, so remembering it changes no result. The memo is
+    :class:`sipwarden.sip.memo.Memo`: a flood of unique values costs a fixed
+    amount of memory (``_SCREEN_MEMO_ENTRIES`` values of at most
     ``max_field_length`` characters) and the regexes it would have cost anyway.
     """
 
@@ -731,16 +732,12 @@ class _Screen:
         self.field = field_name
         self.entries = tuple(entries)
         # value -> the indices of the signatures whose first regex finds it.
-        self.verdicts: dict[str, tuple[int, ...]] = {}
+        self.verdicts: Memo[str, tuple[int, ...]] = Memo(
+            self._judge, max_entries=_SCREEN_MEMO_ENTRIES
+        )
 
-    def judge(self, value: str) -> tuple[int, ...]:
-        """Search ``value`` with every regex of the screen and remember the verdict."""
-        passing = tuple([index for index, regex in self.entries if regex.search(value) is not None])
-        verdicts = self.verdicts
-        if len(verdicts) >= _SCREEN_MEMO_ENTRIES:
-            verdicts.clear()
-        verdicts[value] = passing
-        return passing
+    def _judge(self, value: str) -> tuple[int, ...]:
+        return tuple([index for index, regex in self.entries if regex.search(value) is not None])
 
 
 def _screens_of(signatures: Sequence[Signature]) -> tuple[tuple[_Screen, ...], tuple[int, ...]]:
@@ -869,9 +866,7 @@ class ScannerDetector:
             value = get(screen.field)
             if value is None:
                 continue  # no signature of this screen can match
-            passing = screen.verdicts.get(value)
-            if passing is None:
-                passing = screen.judge(value)
+            passing = screen.verdicts(value)
             if passing:
                 candidates.extend(passing)
         if len(candidates) > unscreened:
