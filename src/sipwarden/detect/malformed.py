@@ -35,7 +35,6 @@ answering garbage would reflect traffic at a spoofed source.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -51,7 +50,7 @@ from sipwarden.engine.contract import (
 from sipwarden.engine.engine import Findings
 from sipwarden.engine.state import BoundedTable, prefix64
 from sipwarden.errors import ConfigError, RemoteProtocolError
-from sipwarden.sip.checks import MANDATORY_REQUEST_HEADERS, SINGLE_INSTANCE_HEADERS
+from sipwarden.sip.checks import MANDATORY_RULE, SINGLE_INSTANCE_RULE, header_set_problems
 from sipwarden.sip.message import Message, Request
 
 from .common import EvidenceTally, describe, require_durations, require_positive_counts, to_tag
@@ -80,13 +79,11 @@ CLASSES: Final = (
 # names counted per tally: the vocabulary is ours, but bounded all the same.
 _MAX_LISTED: Final = 16
 
-_RULE_MANDATORY: Final = "RFC 3261 8.1.1 mandatory header fields"
-_RULE_SINGLE: Final = "RFC 3261 7.3.1 single-instance header fields"
+_RULE_MANDATORY: Final = MANDATORY_RULE
+_RULE_SINGLE: Final = SINGLE_INSTANCE_RULE
 _RULE_MF_LOW: Final = "RFC 3261 16.3 step 3 / 8.1.1.6 Max-Forwards on arrival"
 _RULE_MF_HIGH: Final = "RFC 3261 8.1.1.6 Max-Forwards SHOULD be 70"
 
-_MANDATORY: Final = frozenset(MANDATORY_REQUEST_HEADERS)
-_SINGLE_INSTANCE: Final = frozenset(SINGLE_INSTANCE_HEADERS)
 
 _MAX_FORWARDS_LINE: Final = re.compile(rb"(?im)^max-forwards[ \t]*:")
 # A start line that begins with a method token and names a SIP version: a
@@ -465,32 +462,14 @@ def _header_problems(message: Message) -> tuple[_Problem, ...]:
     # the response copy them (From, Call-ID, CSeq, Via; To with its tag):
     # the same five for both. Max-Forwards is not mandatory here: a proxy adds
     # it (16.6 step 3) and RFC 2543 peers omit it (RFC 4475 inv2543).
-    # Set operations and C-level counting first: this runs on every message,
-    # and nearly all have every mandatory field and repeat none that is single.
-    keys = message.headers.keys()
-    present = set(keys)
-    missing = () if present >= _MANDATORY else _missing_mandatory(present)
-    if len(present) == len(keys) or not _repeats_single_instance(keys, present):
-        return missing
-    counts = Counter(keys)
-    return missing + tuple(
-        _Problem(_RULE_SINGLE, None, 400, f"{count} {key} header fields")
-        for key in SINGLE_INSTANCE_HEADERS
-        if (count := counts[key]) > 1
-    )
-
-
-def _missing_mandatory(present: set[str]) -> tuple[_Problem, ...]:
+    missing, repeated = header_set_problems(message.headers.keys())
+    if not missing and not repeated:
+        return ()
     return tuple(
-        _Problem(_RULE_MANDATORY, None, 400, f"no {key} header field")
-        for key in MANDATORY_REQUEST_HEADERS
-        if key not in present
+        _Problem(_RULE_MANDATORY, None, 400, f"no {key} header field") for key in missing
+    ) + tuple(
+        _Problem(_RULE_SINGLE, None, 400, f"{count} {key} header fields") for key, count in repeated
     )
-
-
-def _repeats_single_instance(keys: list[str], present: set[str]) -> bool:
-    """Some single-instance field is given twice: more of them than distinct ones."""
-    return sum(map(_SINGLE_INSTANCE.__contains__, keys)) > len(_SINGLE_INSTANCE & present)
 
 
 def _max_forwards_offset(request: Request) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Final
 
 from sipwarden.errors import RemoteProtocolError
 
@@ -20,9 +21,12 @@ from .uri import AbsoluteUri
 __all__ = [
     "DEFAULT_URI_SCHEMES",
     "MANDATORY_REQUEST_HEADERS",
+    "MANDATORY_RULE",
     "SINGLE_INSTANCE_HEADERS",
+    "SINGLE_INSTANCE_RULE",
     "Rejection",
     "check_proxy_request",
+    "header_set_problems",
 ]
 
 # RFC 3261 8.1.1: the header fields every request carries. Max-Forwards is
@@ -44,6 +48,36 @@ SINGLE_INSTANCE_HEADERS = (
 )
 
 DEFAULT_URI_SCHEMES: frozenset[str] = frozenset({"sip", "sips", "tel"})
+
+_MANDATORY: Final = frozenset(MANDATORY_REQUEST_HEADERS)
+_SINGLE_INSTANCE: Final = frozenset(SINGLE_INSTANCE_HEADERS)
+MANDATORY_RULE: Final = "RFC 3261 8.1.1 mandatory header fields"
+SINGLE_INSTANCE_RULE: Final = "RFC 3261 7.3.1 single-instance header fields"
+
+
+def header_set_problems(keys: list[str]) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """The mandatory fields ``keys`` lacks, and the single-instance ones it repeats with
+    their counts, each in table order.
+
+    Set operations and C-level counting first: the gateway and the malformed
+    detector ask this of every message, and nearly all have every mandatory
+    field and repeat none that is single.
+    """
+    present = set(keys)
+    missing = (
+        ()
+        if present >= _MANDATORY
+        else tuple(key for key in MANDATORY_REQUEST_HEADERS if key not in present)
+    )
+    if len(present) == len(keys):  # no key twice at all
+        return missing, ()
+    if sum(map(_SINGLE_INSTANCE.__contains__, keys)) == len(_SINGLE_INSTANCE & present):
+        return missing, ()
+    repeated = tuple(
+        (key, count) for key in SINGLE_INSTANCE_HEADERS if (count := keys.count(key)) > 1
+    )
+    return missing, repeated
+
 
 _CANONICAL_NAMES = {
     "to": "To",
@@ -104,24 +138,23 @@ def _check_syntax(request: Request) -> Rejection | None:
             rule=error.rule,
             detail=str(error),
         )
-    keys = request.headers.keys()  # one list of canonical keys for both checks
-    present = set(keys)
-    for key in MANDATORY_REQUEST_HEADERS:
-        if key not in present:
-            return Rejection(
-                status=400,
-                reason=f"Missing {_CANONICAL_NAMES[key]}",
-                rule="RFC 3261 8.1.1 mandatory header fields",
-                detail=f"the request has no {_CANONICAL_NAMES[key]} header field",
-            )
-    for key in SINGLE_INSTANCE_HEADERS:
-        if keys.count(key) > 1:
-            return Rejection(
-                status=400,
-                reason=f"Multiple {_CANONICAL_NAMES[key]}",
-                rule="RFC 3261 7.3.1 single-instance header fields",
-                detail=f"the request has more than one {_CANONICAL_NAMES[key]} header field",
-            )
+    missing, repeated = header_set_problems(request.headers.keys())
+    if missing:
+        name = _CANONICAL_NAMES[missing[0]]
+        return Rejection(
+            status=400,
+            reason=f"Missing {name}",
+            rule=MANDATORY_RULE,
+            detail=f"the request has no {name} header field",
+        )
+    if repeated:
+        name = _CANONICAL_NAMES[repeated[0][0]]
+        return Rejection(
+            status=400,
+            reason=f"Multiple {name}",
+            rule=SINGLE_INSTANCE_RULE,
+            detail=f"the request has more than one {name} header field",
+        )
     return None
 
 
