@@ -8,7 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
-from sipwarden.gateway.datagrams import BATCH, BUFFER_BYTES, DatagramSocket, steering_program
+from sipwarden.gateway.datagrams import (
+    BATCH,
+    BUFFER_BYTES,
+    MAX_QUEUED,
+    DatagramSocket,
+    steering_program,
+)
 from sipwarden.gateway.model import Endpoint
 
 HOST = "127.0.0.1"
@@ -159,3 +165,30 @@ def test_without_steering_the_kernel_spreads_a_source_over_the_workers() -> None
     """The control: the kernel's own choice hashes the ports too (2**-31 odds of not)."""
     got = _senders_by_socket(workers=1)
     assert got["127.0.0.1"] == {0, 1} or got["127.0.0.2"] == {0, 1}
+
+
+def test_a_full_send_queue_drops_and_says_so_once_per_overflow(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Sends wait in a bounded queue while the kernel's buffer is full; past the bound
+    they are dropped (UDP: the sender retransmits), with one warning per overflow."""
+
+    async def scenario() -> list[bytes]:
+        port = _free_port()
+        udp = DatagramSocket(HOST, port, lambda data, src, now: None)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+            phone.bind((HOST, 0))
+            phone.settimeout(2.0)
+            to = (HOST, phone.getsockname()[1])
+            for round_ in range(2):
+                # As the kernel refusing sends would leave it: the queue at its bound.
+                for number in range(MAX_QUEUED + 5):
+                    udp._enqueue(b"%d-%d" % (round_, number), to)  # the overflow path
+                udp._flush()  # the socket is writable again: the queue drains
+            first = [phone.recv(100) for _ in range(3)]
+        udp.close()
+        return first
+
+    assert asyncio.run(scenario()) == [b"0-0", b"0-1", b"0-2"]
+    warnings = [record for record in caplog.records if "send queue full" in record.message]
+    assert len(warnings) == 2  # one per overflow, not one per dropped send

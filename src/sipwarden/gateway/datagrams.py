@@ -129,7 +129,7 @@ class DatagramSocket:
         self._queue: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self._drain)
-        self.dropped = 0  # sends lost to a full queue
+        self._dropping = False  # the queue overflowed and has not drained since
 
     def _drain(self) -> None:
         recvfrom = self._sock.recvfrom
@@ -166,7 +166,10 @@ class DatagramSocket:
 
     def _enqueue(self, data: bytes, address: tuple[str, int]) -> None:
         if len(self._queue) >= MAX_QUEUED:
-            self.dropped += 1  # UDP is lossy by contract: the sender retransmits
+            # UDP is lossy by contract: the sender retransmits. Said once per overflow.
+            if not self._dropping:
+                self._dropping = True
+                log.warning("UDP send queue full (%d): dropping sends until it drains", MAX_QUEUED)
             return
         self._queue.append((data, address))
 
@@ -181,6 +184,7 @@ class DatagramSocket:
             except OSError as error:
                 log.debug("UDP send to %s:%s failed: %s", *address, error)
             queue.popleft()
+        self._dropping = False
         self._loop.remove_writer(self._sock.fileno())
 
     def close(self) -> None:
